@@ -1,0 +1,183 @@
+#include "forward.h"
+
+#include <llhttp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../store/embedded.h"
+#include "downstream.h"
+#include "node.h"
+#include "ops.h"
+#include "route.h"
+#include "upstream.h"
+
+/* --- the HTTP backend ----------------------------------------------------- */
+
+static void relay_head(void *ctx, const struct upstream_head *h)
+{
+    downstream_stream_head(ctx, h->status, h->headers, h->content_length, h->no_body);
+}
+
+static void relay_body(void *ctx, const char *p, size_t n)
+{
+    struct downstream *c = ctx;
+    struct ds_backend *b = downstream_backend(c);
+    if (downstream_stream_body(c, p, n) && !b->paused) {
+        b->paused = true;
+        upstream_pause(b->ux);
+    }
+}
+
+static void relay_done(void *ctx)
+{
+    downstream_stream_end(ctx);
+}
+
+static void relay_error(void *ctx, enum stats_upstream_error kind, const char *reason,
+                        bool after_head)
+{
+    struct downstream *c = ctx;
+    downstream_backend(c)->ux = NULL;
+    if (after_head) {
+        downstream_stream_abort(c);
+        return;
+    }
+    char msg[512];
+    snprintf(msg, sizeof msg, "backend %s: %s",
+             upstream_pool_name(downstream_node(c)->pool), reason);
+    bool timeout = kind == SUE_CONNECT_TIMEOUT || kind == SUE_RESPONSE_TIMEOUT;
+    downstream_reply_error(c, timeout ? 504 : 502, timeout ? "backend_timeout" : "backend_unavailable",
+                           msg);
+}
+
+static const struct upstream_handler relay_handler = {
+    .on_head = relay_head,
+    .on_body = relay_body,
+    .on_done = relay_done,
+    .on_error = relay_error,
+};
+
+static bool method_is_idempotent(int m)
+{
+    return m == HTTP_GET || m == HTTP_HEAD || m == HTTP_PUT || m == HTTP_DELETE ||
+           m == HTTP_OPTIONS;
+}
+
+static bool method_sends_length(int m)
+{
+    return m == HTTP_POST || m == HTTP_PUT || m == HTTP_PATCH;
+}
+
+/* The request as the backend gets it: same method and target, end-to-end
+ * headers, X-Forwarded-* and Via added, body de-chunked with a length. */
+static int build_upstream_request(struct downstream *c, struct sbuf *out)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    const struct fwd_info fi = {
+        .client_ip = downstream_client_ip(c),
+        .proto = "http",
+        .via = n->via,
+        .default_host = n->region->backend.text,
+    };
+    if (sbuf_printf(out, "%s %s HTTP/1.1\r\n", llhttp_method_name((llhttp_method_t)r->method),
+                    hdr_block_line(&r->head)) < 0 ||
+        headers_write_request(out, &r->head, &fi) < 0)
+        return -1;
+    if ((r->body.len || method_sends_length(r->method)) &&
+        sbuf_printf(out, "Content-Length: %zu\r\n", r->body.len) < 0)
+        return -1;
+    if (sbuf_add(out, "\r\n", 2) < 0 || sbuf_add(out, r->body.p, r->body.len) < 0)
+        return -1;
+    return 0;
+}
+
+static void forward_upstream(struct downstream *c)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    struct sbuf req = { 0 };
+    struct upstream_exchange *ux = NULL;
+    if (build_upstream_request(c, &req) == 0)
+        ux = upstream_send(n->pool, &req, r->method == HTTP_HEAD, method_is_idempotent(r->method),
+                           &relay_handler, c);
+    sbuf_free(&req);
+    if (!ux) {
+        downstream_reply_error(c, 502, "backend_unavailable", "out of memory");
+        return;
+    }
+    downstream_backend(c)->ux = ux;
+}
+
+/* --- the embedded store -------------------------------------------------- */
+
+static void store_done(void *ctx, const struct store_response *resp)
+{
+    struct downstream *c = ctx;
+    struct reply_hdr h[2];
+    size_t n = 0;
+    downstream_backend(c)->sop = NULL;
+    if (resp->etag)
+        h[n++] = (struct reply_hdr){ "ETag", resp->etag };
+    if (resp->location)
+        h[n++] = (struct reply_hdr){ "Location", resp->location };
+    downstream_reply(c, resp->status, h, n, "application/json", resp->body, resp->body_len);
+}
+
+static void forward_store(struct downstream *c)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    const struct store_request sr = {
+        .method = llhttp_method_name((llhttp_method_t)r->method),
+        .path = hdr_block_line(&r->head),
+        .path_len = r->head.line_len,
+        .if_match = hdr_block_get(&r->head, "if-match", NULL),
+        .if_none_match = hdr_block_get(&r->head, "if-none-match", NULL),
+        .body = r->body.p ? r->body.p : "",
+        .body_len = r->body.len,
+    };
+    struct embedded_op *op = embedded_handle(n->store, &sr, store_done, c);
+    if (op)
+        downstream_backend(c)->sop = op;
+}
+
+/* --- dispatch ------------------------------------------------------------ */
+
+void forward_request(struct downstream *c)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
+    if (rt.kind == ROUTE_OPS) {
+        ops_handle(c);
+        return;
+    }
+    if (rt.kind == ROUTE_UNMATCHED && n->conf->unmatched == UNMATCHED_REFUSE) {
+        downstream_reply_error(c, 404, "not_found",
+                               "no container route matches this path (proxy.unmatched: refuse)");
+        return;
+    }
+    if (n->store)
+        forward_store(c);
+    else
+        forward_upstream(c);
+}
+
+void forward_cancel(struct downstream *c)
+{
+    struct ds_backend *b = downstream_backend(c);
+    upstream_cancel(b->ux);
+    if (b->sop)
+        embedded_cancel(b->sop);
+    *b = (struct ds_backend){ 0 };
+}
+
+void forward_writable(struct downstream *c)
+{
+    struct ds_backend *b = downstream_backend(c);
+    if (b->paused) {
+        b->paused = false;
+        upstream_resume(b->ux);
+    }
+}

@@ -1,0 +1,75 @@
+/* node: one region's running Meridian process. Owns the event loop, the
+ * configuration in force, the listener, the backend (upstream pool or
+ * embedded store), the client connection list, signals and the one periodic
+ * maintenance timer. Never does work in a signal handler; never blocks the
+ * loop. */
+#ifndef MERIDIAN_NODE_H
+#define MERIDIAN_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "../config/conf.h"
+#include "../util/err.h"
+#include "stats.h"
+
+struct event_base;
+struct event;
+struct listener;
+struct upstream_pool;
+struct embedded;
+struct downstream;
+
+enum node_state { NODE_RUNNING, NODE_DRAINING, NODE_STOPPED };
+
+struct deferred {
+    void (*fn)(void *);
+    void *p;
+};
+
+TAILQ_HEAD(downstream_list, downstream);
+
+struct node {
+    struct event_base *base;
+    struct conf *conf;
+    const struct conf_region *region;
+    char *data_dir;
+    enum node_state state;
+    struct stats stats;
+    struct listener *listener;
+    struct upstream_pool *pool;      /* HTTP backend, or NULL */
+    struct embedded *store;          /* embedded backend, or NULL */
+    struct downstream_list clients;
+    struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_reap;
+    struct deferred *reap;           /* freed at the end of the loop iteration */
+    size_t n_reap, cap_reap;
+    uint64_t drain_deadline_ms;
+    int exit_code;
+    char via[96];                    /* "1.1 meridian" */
+};
+
+/* Loads nothing itself: takes ownership of `conf`, finds `region_name` in it,
+ * opens the backend and binds the client listener. */
+int node_init(struct node *n, struct conf *conf, const char *region_name,
+              const char *data_dir_override, struct err *err) MUST_CHECK;
+
+/* Runs the loop until drained or stopped; returns the process exit code. */
+int node_run(struct node *n);
+
+void node_free(struct node *n);
+
+/* Milliseconds on the loop's cached clock. */
+uint64_t node_now_ms(struct node *n);
+
+/* Frees `p` with `fn` once the current loop iteration's callbacks are done,
+ * so that a callback still holding it can return safely. */
+void node_defer_free(struct node *n, void (*fn)(void *), void *p);
+
+/* Starts draining: stop accepting, let in-flight requests finish, then exit 0. */
+void node_drain(struct node *n);
+
+/* Called by downstream when a connection goes away, so a drain can finish. */
+void node_client_gone(struct node *n);
+
+#endif
