@@ -1,0 +1,50 @@
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "proxy/route.h"
+
+static struct conf_container containers[] = {
+    { .name = "orders", .route = "/orders/" },
+    { .name = "ledger", .route = "/api/ledger/" },
+};
+static struct conf conf = { .containers = containers, .n_containers = 2 };
+
+static struct route_result match(const char *target)
+{
+    return route_match(&conf, target, strlen(target));
+}
+
+Test(route, container_prefix_matches)
+{
+    struct route_result r = match("/orders/abc");
+    cr_assert_eq(r.kind, ROUTE_CONTAINER);
+    cr_assert_str_eq(r.container->name, "orders");
+    r = match("/api/ledger/p-1?x=/orders/");
+    cr_assert_eq(r.kind, ROUTE_CONTAINER);
+    cr_assert_str_eq(r.container->name, "ledger");
+    cr_assert_eq(match("/orders/").kind, ROUTE_CONTAINER);
+}
+
+Test(route, non_prefixes_are_unmatched)
+{
+    cr_assert_eq(match("/orders").kind, ROUTE_UNMATCHED);
+    cr_assert_eq(match("/ordersx/1").kind, ROUTE_UNMATCHED);
+    cr_assert_eq(match("/api/ledger").kind, ROUTE_UNMATCHED);
+    cr_assert_eq(match("/").kind, ROUTE_UNMATCHED);
+    /* The query string does not take part in matching. */
+    cr_assert_eq(match("/x?/orders/1").kind, ROUTE_UNMATCHED);
+}
+
+Test(route, ops_endpoints_win)
+{
+    cr_assert_eq(match("/_meridian/metrics").kind, ROUTE_OPS);
+    cr_assert_eq(match("/_meridian/health?x").kind, ROUTE_OPS);
+    cr_assert_eq(match("/_meridian").kind, ROUTE_UNMATCHED);
+}
+
+Test(route, path_length_stops_at_query_or_fragment)
+{
+    cr_assert_eq(route_path_len("/a/b?c", 6), 4);
+    cr_assert_eq(route_path_len("/a#f", 4), 2);
+    cr_assert_eq(route_path_len("/a", 2), 2);
+}
