@@ -764,8 +764,9 @@ static int parse_map(struct parse *p, yaml_node_t *n, const struct conf_table *t
     char found[80], sub[CONF_PATH_LEN];
     if (n && n->type != YAML_MAPPING_NODE)
         return fail(p, at, "expected a mapping, found %s", describe(n, found, sizeof found));
-    for (yaml_node_pair_t *pair = n ? n->data.mapping.pairs.start : NULL;
-         n && pair < n->data.mapping.pairs.top; pair++)
+    yaml_node_pair_t *pair = n ? n->data.mapping.pairs.start : NULL;
+    yaml_node_pair_t *end = n ? n->data.mapping.pairs.top : NULL;
+    for (; pair < end; pair++)
         if (parse_pair(p, pair, t, base, at.path, seen) < 0)
             return -1;
     for (size_t i = 0; i < t->n; i++) {

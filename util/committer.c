@@ -1,0 +1,237 @@
+#include "committer.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct job {
+    struct job *next;
+    committer_apply_fn apply;
+    committer_done_fn done;
+    void *arg;
+    bool durable;
+    int rc;
+    char reason[600];
+};
+
+struct job_queue {
+    struct job *head, *tail;
+};
+
+struct committer {
+    MDB_env *env;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job_queue todo;      /* loop → thread */
+    struct job_queue finished;  /* thread → loop */
+    bool stopping;
+    int wake_fd;                /* eventfd: completions are waiting */
+    struct event *wake_ev;
+    atomic_ulong batches;
+    atomic_int failed;          /* the last batch failed to commit */
+    char last_error[256];
+};
+
+static void queue_push(struct job_queue *q, struct job *j)
+{
+    j->next = NULL;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+}
+
+static struct job *queue_take_all(struct job_queue *q)
+{
+    struct job *all = q->head;
+    q->head = q->tail = NULL;
+    return all;
+}
+
+static void job_run(MDB_txn *parent, struct job *j)
+{
+    MDB_txn *child;
+    struct err e = { { 0 } };
+    int rc = mdb_txn_begin(mdb_txn_env(parent), parent, 0, &child);
+    if (rc != 0) {
+        j->rc = -1;
+        snprintf(j->reason, sizeof j->reason, "begin: %s", mdb_strerror(rc));
+        return;
+    }
+    if (j->apply(child, j->arg, &e) < 0) {
+        mdb_txn_abort(child);
+        j->rc = -1;
+        snprintf(j->reason, sizeof j->reason, "%s", e.msg);
+        return;
+    }
+    rc = mdb_txn_commit(child);
+    j->rc = rc ? -1 : 0;
+    if (rc)
+        snprintf(j->reason, sizeof j->reason, "%s", mdb_strerror(rc));
+}
+
+static void batch_fail(struct job *batch, const char *why)
+{
+    for (struct job *j = batch; j; j = j->next) {
+        j->rc = -1;
+        snprintf(j->reason, sizeof j->reason, "%s", why);
+    }
+}
+
+/* One transaction for everything queued; one fsync if any job asked. */
+static void batch_apply(struct committer *c, struct job *batch)
+{
+    MDB_txn *txn;
+    bool durable = false;
+    int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+    if (rc == 0) {
+        for (struct job *j = batch; j; j = j->next) {
+            job_run(txn, j);
+            durable |= j->durable;
+        }
+        rc = mdb_txn_commit(txn);
+    }
+    if (rc == 0 && durable)
+        rc = mdb_env_sync(c->env, 1);
+    if (rc != 0) {
+        char why[200];
+        snprintf(why, sizeof why, "journal commit failed: %s", mdb_strerror(rc));
+        batch_fail(batch, why);
+        snprintf(c->last_error, sizeof c->last_error, "%s", why);
+    }
+    atomic_store(&c->failed, rc != 0);
+    atomic_fetch_add(&c->batches, 1);
+}
+
+static void *committer_main(void *arg)
+{
+    struct committer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->todo.head && !c->stopping)
+            pthread_cond_wait(&c->cv, &c->mu);
+        struct job *batch = queue_take_all(&c->todo);
+        if (!batch && c->stopping)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        batch_apply(c, batch);
+        pthread_mutex_lock(&c->mu);
+        while (batch) {
+            struct job *next = batch->next;
+            queue_push(&c->finished, batch);
+            batch = next;
+        }
+        uint64_t one = 1;
+        if (write(c->wake_fd, &one, sizeof one) < 0) {
+            /* The counter cannot overflow in practice; the loop drains anyway. */
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void committer_deliver(struct committer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    struct job *done = queue_take_all(&c->finished);
+    pthread_mutex_unlock(&c->mu);
+    while (done) {
+        struct job *next = done->next;
+        if (done->done)
+            done->done(done->arg, done->rc, done->reason);
+        free(done);
+        done = next;
+    }
+}
+
+static void committer_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    uint64_t n;
+    if (read(fd, &n, sizeof n) < 0) {
+        /* EAGAIN: another wake already consumed the count. */
+    }
+    committer_deliver(arg);
+}
+
+int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
+                   struct err *err)
+{
+    struct committer *c = calloc(1, sizeof *c);
+    if (!c)
+        return err_set(err, "out of memory");
+    c->env = env;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (c->wake_fd < 0)
+        goto fail;
+    c->wake_ev = event_new(base, c->wake_fd, EV_READ | EV_PERSIST, committer_wake_cb, c);
+    if (!c->wake_ev || event_add(c->wake_ev, NULL) < 0)
+        goto fail_fd;
+    if (pthread_create(&c->thread, NULL, committer_main, c) != 0)
+        goto fail_ev;
+    *out = c;
+    return 0;
+fail_ev:
+    event_free(c->wake_ev);
+fail_fd:
+    close(c->wake_fd);
+fail:
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+    return err_set(err, "cannot start the journal committer thread");
+}
+
+int committer_submit(struct committer *c, committer_apply_fn apply, committer_done_fn done,
+                     void *arg, bool durable)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -1;
+    j->apply = apply;
+    j->done = done;
+    j->arg = arg;
+    j->durable = durable;
+    pthread_mutex_lock(&c->mu);
+    queue_push(&c->todo, j);
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+void committer_close(struct committer *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    committer_deliver(c);
+    event_free(c->wake_ev);
+    close(c->wake_fd);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+unsigned long committer_batches(const struct committer *c)
+{
+    return atomic_load(&((struct committer *)c)->batches);
+}
+
+int committer_check(const struct committer *c, struct err *err)
+{
+    if (atomic_load(&((struct committer *)c)->failed))
+        return err_set(err, "%s", c->last_error);
+    return 0;
+}

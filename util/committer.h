@@ -1,0 +1,44 @@
+/* committer: one thread that applies queued LMDB jobs in shared write
+ * transactions (many jobs, one commit, at most one fsync) and hands each
+ * job's result back to the event loop. Owns the thread and its queues, not
+ * the environment. Never runs a completion off the loop thread; never lets
+ * one failing job undo another (each job runs in a nested transaction). */
+#ifndef MERIDIAN_COMMITTER_H
+#define MERIDIAN_COMMITTER_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+
+#include "err.h"
+
+struct event_base;
+struct committer;
+
+/* Runs on the committer thread inside a (nested) write transaction. Returns
+ * 0, or -1 with a reason: then only this job's changes are rolled back. */
+typedef int (*committer_apply_fn)(MDB_txn *txn, void *arg, struct err *err);
+
+/* Runs on the loop thread once the batch holding the job is committed
+ * (rc 0) or failed (rc -1, reason says why). */
+typedef void (*committer_done_fn)(void *arg, int rc, const char *reason);
+
+/* The environment must be opened with MDB_NOSYNC: the committer syncs
+ * explicitly, once per batch holding a durable job. */
+int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
+                   struct err *err) MUST_CHECK;
+
+/* Queues a job. `durable`: its batch is fsynced before `done` runs. */
+int committer_submit(struct committer *c, committer_apply_fn apply, committer_done_fn done,
+                     void *arg, bool durable) MUST_CHECK;
+
+/* Applies what is queued, stops the thread and delivers the last
+ * completions; then frees. */
+void committer_close(struct committer *c);
+
+/* Batches committed so far (for tests and metrics). */
+unsigned long committer_batches(const struct committer *c);
+
+/* Whether the thread is alive and the last batch committed. */
+int committer_check(const struct committer *c, struct err *err) MUST_CHECK;
+
+#endif
