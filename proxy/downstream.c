@@ -68,6 +68,8 @@ struct downstream {
     bool chunked_out;                /* the current answer is chunk-encoded */
     bool in_parse;                   /* ds_parse() is on the stack */
     bool linger;                     /* unread request bytes may follow the answer */
+    bool peer;                       /* accepted on the peer port */
+    struct sbuf extra;               /* headers added to the current answer */
 };
 
 static const llhttp_settings_t request_settings;
@@ -78,6 +80,12 @@ struct node *downstream_node(const struct downstream *c) { return c->node; }
 const struct ds_request *downstream_request(const struct downstream *c) { return &c->req; }
 const char *downstream_client_ip(const struct downstream *c) { return c->client_ip; }
 struct ds_backend *downstream_backend(struct downstream *c) { return &c->backend; }
+bool downstream_is_peer(const struct downstream *c) { return c->peer; }
+
+void downstream_add_header(struct downstream *c, const char *name, const char *value)
+{
+    (void)sbuf_printf(&c->extra, "%s: %s\r\n", name, value);
+}
 
 static void ds_set_state(struct downstream *c, enum ds_state s)
 {
@@ -98,6 +106,7 @@ static void ds_free(void *arg)
     struct downstream *c = arg;
     hdr_block_free(&c->req.head);
     sbuf_free(&c->req.body);
+    sbuf_free(&c->extra);
     free(c);
 }
 
@@ -168,7 +177,8 @@ static void ds_event_cb(struct bufferevent *bev, short what, void *arg)
     ds_close(c);
 }
 
-int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int addr_len)
+int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int addr_len,
+                   bool peer)
 {
     struct downstream *c = calloc(1, sizeof *c);
     if (!c)
@@ -177,6 +187,7 @@ int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int a
     if (!c->bev)
         goto fail_conn;
     c->node = node;
+    c->peer = peer;
     c->req.method = -1;
     if (addr->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, c->client_ip,
@@ -244,7 +255,9 @@ static int ds_write_status(struct downstream *c, struct sbuf *out, int status, c
     if (sbuf_printf(out, "HTTP/1.1 %d ", status) < 0 || sbuf_add(out, reason, reason_len) < 0 ||
         sbuf_add(out, "\r\n", 2) < 0)
         return -1;
-    return sbuf_printf(out, "X-Meridian-Region: %s\r\n", c->node->region->name);
+    if (sbuf_printf(out, "X-Meridian-Region: %s\r\n", c->node->region->name) < 0)
+        return -1;
+    return c->extra.len ? sbuf_add(out, c->extra.p, c->extra.len) : 0;
 }
 
 static int ds_write_connection(struct downstream *c, struct sbuf *out)
@@ -301,6 +314,26 @@ void downstream_reply(struct downstream *c, int status, const struct reply_hdr *
         rc = sbuf_printf(&out, "Content-Length: %zu\r\n", len);
     if (rc == 0)
         rc = ds_write_connection(c, &out);
+    if (rc == 0 && !ds_is_head(c))
+        rc = sbuf_add(&out, body, len);
+    if (rc < 0)
+        c->close_after = true;
+    else
+        bufferevent_write(c->bev, out.p, out.len);
+    c->bytes_out += out.len;
+    sbuf_free(&out);
+    ds_answer_done(c);
+}
+
+void downstream_reply_relay(struct downstream *c, int status, const char *headers, size_t hlen,
+                            const char *body, size_t len)
+{
+    struct sbuf out = { 0 };
+    const char *reason = status_reason(status);
+    int rc = ds_write_status(c, &out, status, reason, strlen(reason));
+    rc = rc ? rc : sbuf_add(&out, headers, hlen);
+    rc = rc ? rc : sbuf_printf(&out, "Content-Length: %zu\r\n", len);
+    rc = rc ? rc : ds_write_connection(c, &out);
     if (rc == 0 && !ds_is_head(c))
         rc = sbuf_add(&out, body, len);
     if (rc < 0)
@@ -430,6 +463,7 @@ static int on_message_begin(llhttp_t *p)
     c->req.method = -1;
     c->req.keep_alive = false;
     c->error_status = 0;
+    c->extra.len = 0;
     c->req.started_ms = node_now_ms(c->node);
     c->bytes_out = 0;
     c->status = 0;

@@ -42,6 +42,8 @@ struct ds_request {
 struct ds_backend {
     struct upstream_exchange *ux;
     struct embedded_op *sop;
+    struct write_op *write;      /* a replicated write in progress */
+    struct peer_stream *stream;  /* a confirmed-log stream being served */
     bool paused;                 /* the backend's reads wait for the client */
 };
 
@@ -53,7 +55,8 @@ struct reply_hdr {
 
 /* Accepts a new client connection on `fd`. Returns -1 when it cannot be
  * set up (the fd is then closed). */
-int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int addr_len);
+int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int addr_len,
+                   bool peer);
 
 /* Closes every connection that is between requests; the rest close after
  * their current answer. */
@@ -69,6 +72,15 @@ const struct ds_request *downstream_request(const struct downstream *c);
 const char *downstream_client_ip(const struct downstream *c);
 struct node *downstream_node(const struct downstream *c);
 struct ds_backend *downstream_backend(struct downstream *c);
+bool downstream_is_peer(const struct downstream *c);
+
+/* Adds a header to the current request's answer (before it is started). */
+void downstream_add_header(struct downstream *c, const char *name, const char *value);
+
+/* Answers with a status, ready-made end-to-end header lines ("Name: v\r\n",
+ * without Content-Length) and a complete body. */
+void downstream_reply_relay(struct downstream *c, int status, const char *headers, size_t hlen,
+                            const char *body, size_t len);
 
 /* Answers the current request with a complete response. */
 void downstream_reply(struct downstream *c, int status, const struct reply_hdr *extra, size_t n,

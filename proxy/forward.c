@@ -8,6 +8,7 @@
 #include "downstream.h"
 #include "node.h"
 #include "ops.h"
+#include "repl.h"
 #include "route.h"
 #include "upstream.h"
 
@@ -144,11 +145,46 @@ static void forward_store(struct downstream *c)
 
 /* --- dispatch ------------------------------------------------------------ */
 
+/* Container requests Meridian serves itself: writes go through replication,
+ * _changes is the change feed; reads of a document are annotated and then
+ * forwarded like any other request (returns false). */
+static bool forward_container(struct downstream *c, const struct conf_container *ct)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    int m = r->method;
+    if (m == HTTP_PUT || m == HTTP_POST || m == HTTP_PATCH || m == HTTP_DELETE) {
+        writepath_start(c, ct);
+        return true;
+    }
+    size_t id_len = 0;
+    const char *id = writepath_doc_id(ct, hdr_block_line(&r->head), r->head.line_len, &id_len);
+    if (!id || (m != HTTP_GET && m != HTTP_HEAD))
+        return false;
+    if (id_len == 8 && memcmp(id, "_changes", 8) == 0) {
+        repl_changes(n->repl, c, ct);
+        return true;
+    }
+    char doc_id[512];
+    if (id_len < sizeof doc_id) {
+        memcpy(doc_id, id, id_len);
+        doc_id[id_len] = '\0';
+        repl_annotate_read(n->repl, c, ct, doc_id);
+    }
+    return false;
+}
+
 void forward_request(struct downstream *c)
 {
     struct node *n = downstream_node(c);
     const struct ds_request *r = downstream_request(c);
+    if (downstream_is_peer(c)) {
+        peer_handle(c);
+        return;
+    }
     struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
+    if (rt.kind == ROUTE_CONTAINER && forward_container(c, rt.container))
+        return;
     if (rt.kind == ROUTE_OPS) {
         ops_handle(c);
         return;
@@ -170,6 +206,8 @@ void forward_cancel(struct downstream *c)
     upstream_cancel(b->ux);
     if (b->sop)
         embedded_cancel(b->sop);
+    writepath_detach(b->write);
+    peer_stream_cancel(b->stream);
     *b = (struct ds_backend){ 0 };
 }
 
@@ -178,6 +216,9 @@ void forward_writable(struct downstream *c)
     struct ds_backend *b = downstream_backend(c);
     if (b->paused) {
         b->paused = false;
-        upstream_resume(b->ux);
+        if (b->stream)
+            peer_stream_writable(b->stream);
+        else
+            upstream_resume(b->ux);
     }
 }

@@ -13,6 +13,7 @@
 
 struct listener {
     struct node *node;
+    bool peer;
     struct evconnlistener *ev;
 };
 
@@ -27,7 +28,7 @@ static void listener_accept_cb(struct evconnlistener *ev, evutil_socket_t fd,
         return;
     }
     st->connections_accepted++;
-    if (downstream_new(l->node, fd, addr, len) < 0)
+    if (downstream_new(l->node, fd, addr, len, l->peer) < 0)
         log_warn("cannot set up a client connection: out of memory");
 }
 
@@ -37,8 +38,8 @@ static void listener_error_cb(struct evconnlistener *ev, void *arg)
     log_warn("accept failed: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-int listener_open(struct node *node, const char *host, unsigned port, struct listener **out,
-                  struct err *err)
+int listener_open(struct node *node, const char *host, unsigned port, bool peer,
+                  struct listener **out, struct err *err)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *res = NULL;
@@ -53,6 +54,7 @@ int listener_open(struct node *node, const char *host, unsigned port, struct lis
         return err_set(err, "out of memory");
     }
     l->node = node;
+    l->peer = peer;
     l->ev = evconnlistener_new_bind(node->base, listener_accept_cb, l,
                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
                                         LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_EXEC,

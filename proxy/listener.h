@@ -5,13 +5,16 @@
 #ifndef MERIDIAN_LISTENER_H
 #define MERIDIAN_LISTENER_H
 
+#include <stdbool.h>
+
 #include "../util/err.h"
 
 struct node;
 struct listener;
 
-int listener_open(struct node *node, const char *host, unsigned port, struct listener **out,
-                  struct err *err) MUST_CHECK;
+/* `peer`: the peer port (replication between regions), else the client port. */
+int listener_open(struct node *node, const char *host, unsigned port, bool peer,
+                  struct listener **out, struct err *err) MUST_CHECK;
 /* Stops accepting and closes the socket (draining). */
 void listener_close(struct listener *l);
 

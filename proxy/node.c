@@ -11,6 +11,7 @@
 #include "../util/log.h"
 #include "downstream.h"
 #include "listener.h"
+#include "repl.h"
 #include "upstream.h"
 
 #define NODE_TICK_MS 100
@@ -76,6 +77,7 @@ void node_drain(struct node *n)
     n->drain_deadline_ms = node_now_ms(n) + n->conf->limits.drain_timeout_ms;
     listener_close(n->listener);
     n->listener = NULL;
+    repl_drain(n->repl);
     downstream_drain_all(n);
     log_info("draining: stopped accepting; waiting for in-flight requests (up to %u ms)",
              n->conf->limits.drain_timeout_ms);
@@ -89,6 +91,8 @@ static void node_tick_cb(evutil_socket_t fd, short what, void *arg)
     downstream_sweep(n, now);
     if (n->pool)
         upstream_sweep(n->pool, now);
+    if (n->repl)
+        repl_tick(n->repl, now);
     if (n->state == NODE_DRAINING && now >= n->drain_deadline_ms) {
         log_warn("drain timeout: closing %s", "the connections still open");
         n->state = NODE_STOPPED;
@@ -155,9 +159,9 @@ int node_init(struct node *n, struct conf *conf, const char *region_name,
     n->base = event_base_new();
     if (!n->data_dir || !n->base)
         return err_set(err, "out of memory");
-    if (node_events(n, err) < 0 || node_backend(n, err) < 0)
+    if (node_events(n, err) < 0 || node_backend(n, err) < 0 || repl_init(n, err) < 0)
         return -1;
-    return listener_open(n, n->region->listen.host, n->region->listen.port, &n->listener, err);
+    return listener_open(n, n->region->listen.host, n->region->listen.port, false, &n->listener, err);
 }
 
 int node_run(struct node *n)
@@ -166,6 +170,7 @@ int node_run(struct node *n)
     log_info("region %s (id %u%s) serving on %s, backend %s", r->name, r->id,
              r == &n->conf->regions[0] ? ", hub" : "", r->listen.text,
              r->backend_embedded ? "embedded" : r->backend_url);
+    repl_start(n->repl);
     event_base_dispatch(n->base);
     return n->exit_code;
 }
@@ -176,6 +181,8 @@ void node_free(struct node *n)
     n->listener = NULL;
     if (n->base)
         downstream_close_all(n);
+    repl_close(n->repl);
+    n->repl = NULL;
     upstream_pool_free(n->pool);
     if (n->store)
         embedded_close(n->store);

@@ -20,6 +20,7 @@ struct listener;
 struct upstream_pool;
 struct embedded;
 struct downstream;
+struct repl;
 
 enum node_state { NODE_RUNNING, NODE_DRAINING, NODE_STOPPED };
 
@@ -40,6 +41,7 @@ struct node {
     struct listener *listener;
     struct upstream_pool *pool;      /* HTTP backend, or NULL */
     struct embedded *store;          /* embedded backend, or NULL */
+    struct repl *repl;               /* replication: journal, peers, applier */
     struct downstream_list clients;
     struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_reap;
     struct deferred *reap;           /* freed at the end of the loop iteration */

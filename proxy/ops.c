@@ -7,6 +7,7 @@
 #include "../store/embedded.h"
 #include "downstream.h"
 #include "node.h"
+#include "repl.h"
 #include "route.h"
 #include "upstream.h"
 
@@ -30,7 +31,7 @@ static void ops_metrics(struct downstream *c)
 {
     struct node *n = downstream_node(c);
     struct sbuf out = { 0 };
-    if (stats_render(&n->stats, n->region->name, &out) < 0) {
+    if (stats_render(&n->stats, n->region->name, &out) < 0 || repl_render(n->repl, &out) < 0) {
         downstream_reply_error(c, 500, "internal", "out of memory rendering metrics");
     } else {
         downstream_reply(c, 200, NULL, 0, "text/plain; version=0.0.4", out.p, out.len);

@@ -1,6 +1,7 @@
 #include "stats.h"
 
 #include <llhttp.h>
+#include <stdio.h>
 
 static const double bucket_bounds[STATS_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30,
@@ -57,23 +58,29 @@ void stats_request(struct stats *st, enum stats_method m, int status, double sec
     stats_observe(&st->request_seconds, seconds);
 }
 
+int stats_render_histogram_series(struct sbuf *out, const char *name, const char *labels,
+                                  const char *region, const struct histogram *h)
+{
+    char lb[256];
+    snprintf(lb, sizeof lb, "%s%s=\"%s\"", labels ? labels : "", labels ? "" : "region", region);
+    uint64_t cum = 0;
+    for (int i = 0; i < STATS_BUCKETS; i++) {
+        cum += h->buckets[i];
+        if (sbuf_printf(out, "%s_bucket{%s,le=\"%g\"} %llu\n", name, lb, bucket_bounds[i],
+                        (unsigned long long)cum) < 0)
+            return -1;
+    }
+    return sbuf_printf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n%s_sum{%s} %.6f\n%s_count{%s} %llu\n",
+                       name, lb, (unsigned long long)h->count, name, lb, h->sum, name, lb,
+                       (unsigned long long)h->count);
+}
+
 static int render_histogram(struct sbuf *out, const char *name, const char *help,
                             const struct histogram *h, const char *region)
 {
     if (sbuf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name) < 0)
         return -1;
-    uint64_t cum = 0;
-    for (int i = 0; i < STATS_BUCKETS; i++) {
-        cum += h->buckets[i];
-        if (sbuf_printf(out, "%s_bucket{region=\"%s\",le=\"%g\"} %llu\n", name, region,
-                        bucket_bounds[i], (unsigned long long)cum) < 0)
-            return -1;
-    }
-    return sbuf_printf(out,
-                       "%s_bucket{region=\"%s\",le=\"+Inf\"} %llu\n%s_sum{region=\"%s\"} %.6f\n"
-                       "%s_count{region=\"%s\"} %llu\n",
-                       name, region, (unsigned long long)h->count, name, region, h->sum, name,
-                       region, (unsigned long long)h->count);
+    return stats_render_histogram_series(out, name, NULL, region, h);
 }
 
 static int render_requests(const struct stats *st, const char *region, struct sbuf *out)

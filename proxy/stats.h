@@ -57,4 +57,10 @@ int stats_render(const struct stats *st, const char *region, struct sbuf *out);
 
 const char *stats_upstream_error_name(enum stats_upstream_error e);
 
+/* The bucket, sum and count lines of one histogram series. `labels` ends in
+ * the name of the label that gets the region ("source=\"a\",target"), or is
+ * NULL for just region="...". */
+int stats_render_histogram_series(struct sbuf *out, const char *name, const char *labels,
+                                  const char *region, const struct histogram *h);
+
 #endif

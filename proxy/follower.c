@@ -1,0 +1,212 @@
+/* follower: a satellite follows the hub's confirmed log over one long-lived
+ * peer-port stream from the last entry it holds, stores the entries (in crts
+ * order, each validated) and wakes the applier. Heartbeat lines carry the
+ * hub's clock and log position: the HLC adopts the former (within the drift
+ * bound), lag is measured against the latter. Reconnects with backoff. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/log.h"
+#include "node.h"
+#include "repl.h"
+#include "upstream.h"
+
+#define FOLLOW_BATCH_MAX 512
+#define FOLLOW_BUFFER_MAX (4u << 20)
+#define FOLLOW_BACKOFF_MIN_MS 100
+#define FOLLOW_BACKOFF_MAX_MS 3000
+
+struct store_job {
+    struct repl *r;
+    char *lines;          /* NUL-separated "crts\tjson" records */
+    size_t len;
+    uint64_t last;
+};
+
+static void follow_store(struct repl *r);
+
+static void follow_retry(struct repl *r, const char *why)
+{
+    r->follow = NULL;
+    r->follow_backoff_ms = r->follow_backoff_ms ? r->follow_backoff_ms * 2 : FOLLOW_BACKOFF_MIN_MS;
+    if (r->follow_backoff_ms > FOLLOW_BACKOFF_MAX_MS)
+        r->follow_backoff_ms = FOLLOW_BACKOFF_MAX_MS;
+    r->follow_retry_ms = node_now_ms(r->node) + r->follow_backoff_ms;
+    r->follow_buf.len = 0;
+    if (why)
+        log_warn("following hub %s: %s; reconnecting in %llu ms", r->hub->name, why,
+                 (unsigned long long)r->follow_backoff_ms);
+}
+
+static int store_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct store_job *sj = arg;
+    for (size_t off = 0; off < sj->len;) {
+        char *rec = sj->lines + off;
+        size_t rl = strlen(rec);
+        char *tab = strchr(rec, '\t');
+        uint64_t crts = strtoull(rec, NULL, 10);
+        if (!tab || journal_put_clog(txn, sj->r->j, crts, tab + 1, rl - (size_t)(tab + 1 - rec), err) < 0)
+            return -1;
+        off += rl + 1;
+    }
+    return 0;
+}
+
+static void store_done(void *arg, int rc, const char *reason)
+{
+    struct store_job *sj = arg;
+    struct repl *r = sj->r;
+    r->follow_storing = false;
+    if (rc < 0) {
+        log_error("storing confirmed-log entries: %s", reason);
+    } else if (sj->last > r->j->stored_crts) {
+        r->j->stored_crts = sj->last;
+        applier_kick(r);
+    }
+    free(sj->lines);
+    free(sj);
+    if (rc == 0 && r->follow_batch.len)
+        follow_store(r);
+    else if (rc < 0)
+        r->follow_batch.len = 0;
+    if (r->follow_paused && r->follow_batch.len < FOLLOW_BUFFER_MAX / 2) {
+        r->follow_paused = false;
+        upstream_resume(r->follow);
+    }
+}
+
+/* Hands the batch of received lines to the committer. */
+static void follow_store(struct repl *r)
+{
+    struct store_job *sj = calloc(1, sizeof *sj);
+    if (!sj)
+        return;
+    *sj = (struct store_job){ r, r->follow_batch.p, r->follow_batch.len, r->follow_batch_last };
+    r->follow_batch = (struct sbuf){ 0 };
+    r->follow_batch_n = 0;
+    r->follow_storing = true;
+    if (committer_submit(r->j->committer, store_apply, store_done, sj, false) < 0) {
+        r->follow_storing = false;
+        free(sj->lines);
+        free(sj);
+    }
+}
+
+static void follow_heartbeat(struct repl *r, json_t *hb)
+{
+    struct err e;
+    uint64_t clock = (uint64_t)json_integer_value(json_object_get(hb, "hb"));
+    uint64_t last = (uint64_t)json_integer_value(json_object_get(hb, "last"));
+    r->hub_last_crts = last;
+    r->hub_heard_ms = node_now_ms(r->node);
+    if (hlc_update(&r->hlc, clock, hlc_wall_ms(), &e) < 0) {
+        r->stats.clock_refusals++;
+        log_warn("hub %s: %s", r->hub->name, e.msg);
+    }
+}
+
+/* One line of the stream: an entry (validated, queued for storing) or a heartbeat. */
+static int follow_line(struct repl *r, const char *line, size_t len)
+{
+    json_t *j = json_loadb(line, len, 0, NULL);
+    struct clog_entry e;
+    struct err err;
+    if (json_object_get(j, "hb")) {
+        follow_heartbeat(r, j);
+        json_decref(j);
+        return 0;
+    }
+    int rc = clog_entry_from_json(j, &e, &err);
+    json_decref(j);
+    if (rc < 0 || e.crts <= r->follow_batch_last || e.crts <= r->j->stored_crts) {
+        if (rc == 0)
+            clog_entry_clear(&e);
+        log_warn("hub %s sent a bad confirmed-log line: %s", r->hub->name,
+                 rc < 0 ? err.msg : "crts out of order");
+        return rc < 0 ? -1 : 0;
+    }
+    if (e.crts > r->hub_last_crts)
+        r->hub_last_crts = e.crts;
+    r->follow_batch_last = e.crts;
+    r->follow_batch_n++;
+    rc = sbuf_printf(&r->follow_batch, "%llu\t%.*s", (unsigned long long)e.crts, (int)len, line);
+    clog_entry_clear(&e);
+    if (rc == 0)
+        rc = sbuf_add(&r->follow_batch, "", 1); /* the NUL separator */
+    return rc;
+}
+
+static void follow_body(void *arg, const char *p, size_t n)
+{
+    struct repl *r = arg;
+    if (sbuf_add(&r->follow_buf, p, n) < 0)
+        return;
+    size_t start = 0;
+    for (size_t i = 0; i < r->follow_buf.len; i++) {
+        if (r->follow_buf.p[i] != '\n')
+            continue;
+        if (i > start)
+            follow_line(r, r->follow_buf.p + start, i - start);
+        start = i + 1;
+    }
+    memmove(r->follow_buf.p, r->follow_buf.p + start, r->follow_buf.len - start);
+    r->follow_buf.len -= start;
+    r->follow_backoff_ms = 0;
+    if (r->follow_batch.len && !r->follow_storing)
+        follow_store(r);
+    if (r->follow_batch.len > FOLLOW_BUFFER_MAX && !r->follow_paused) {
+        r->follow_paused = true;
+        upstream_pause(r->follow);
+    }
+}
+
+static void follow_head(void *arg, const struct upstream_head *h)
+{
+    struct repl *r = arg;
+    if (h->status != 200)
+        log_warn("hub %s answered the log stream with %d", r->hub->name, h->status);
+    else
+        log_info("following the confirmed log of hub %s from crts %llu", r->hub->name,
+                 (unsigned long long)r->j->stored_crts);
+}
+
+static void follow_done(void *arg)
+{
+    follow_retry(arg, "the stream ended");
+}
+
+static void follow_error(void *arg, enum stats_upstream_error kind, const char *reason,
+                         bool after_head)
+{
+    follow_retry(arg, reason);
+}
+
+static const struct upstream_handler follow_handler = {
+    follow_head, follow_body, follow_done, follow_error,
+};
+
+void follower_kick(struct repl *r)
+{
+    if (r->is_hub || r->follow || r->follow_storing || r->follow_batch.len)
+        return;
+    uint64_t since = r->j->stored_crts;
+    struct sbuf req = { 0 };
+    if (sbuf_printf(&req, "GET /_meridian/v1/log?since=%llu HTTP/1.1\r\nHost: %s\r\n\r\n",
+                    (unsigned long long)since, r->hub->peer_listen.text) < 0) {
+        sbuf_free(&req);
+        return;
+    }
+    r->follow_retry_ms = 0;
+    r->follow_batch_last = since;
+    r->follow = upstream_send(r->hub_pool, &req, false, true, &follow_handler, r);
+    sbuf_free(&req);
+}
+
+void follower_stop(struct repl *r)
+{
+    upstream_cancel(r->follow);
+    r->follow = NULL;
+}

@@ -1,0 +1,267 @@
+/* peer: the peer port's endpoints, under /_meridian/v1/:
+ *   POST ship            a satellite's batch of committed writes → the hub decides them
+ *   GET  log?since=CRTS  the confirmed log as a long-lived NDJSON stream, then
+ *                        live entries and a heartbeat line every second
+ *   GET  status          this node's replication state
+ * Only the hub decides; a satellite answers `ship` with 409 naming the hub. */
+#include <jansson.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../replication/confirm.h"
+#include "../util/log.h"
+#include "downstream.h"
+#include "node.h"
+#include "repl.h"
+#include "route.h"
+
+#define PEER_PUMP_MAX 512
+
+struct peer_stream {
+    TAILQ_ENTRY(peer_stream) link;
+    struct repl *r;
+    struct downstream *c;
+    uint64_t sent_crts;
+    bool blocked;              /* the client's output is full */
+};
+
+static void peer_json(struct downstream *c, int status, json_t *j)
+{
+    char *text = entry_dump(j);
+    if (!text) {
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    downstream_reply(c, status, NULL, 0, "application/json", text, strlen(text));
+    free(text);
+}
+
+/* --- ship ------------------------------------------------------------------- */
+
+struct ship_req {
+    struct downstream *c;
+    json_t *rejected;
+};
+
+static void ship_decided(void *arg, struct confirm_batch *b, int rc, const char *reason)
+{
+    struct ship_req *s = arg;
+    if (rc < 0)
+        downstream_reply_error(s->c, 500, "journal_failed", reason);
+    else
+        peer_json(s->c, 200, json_pack("{s:I,s:I,s:o}", "decided_upto", (json_int_t)b->decided_upto,
+                                       "decided", (json_int_t)b->n_decided, "rejected",
+                                       s->rejected));
+    if (rc < 0)
+        json_decref(s->rejected);
+    confirm_batch_free(b);
+    free(s);
+}
+
+/* Decodes frames until the first bad one, which is rejected alone: the ones
+ * after it wait, since an origin's writes are decided in LSN order. */
+static size_t ship_frames(struct repl *r, const json_t *writes, uint32_t origin,
+                          struct confirm_batch *b, json_t *rejected)
+{
+    size_t i, n = json_array_size(writes);
+    uint64_t last = 0;
+    for (i = 0; i < n; i++) {
+        struct err e;
+        struct repl_write *w = &b->ws[b->n];
+        if (repl_write_from_json(json_array_get(writes, i), w, &e) < 0)
+            goto reject;
+        if (w->origin != origin || w->lsn <= last) {
+            repl_write_clear(w);
+            snprintf(e.msg, sizeof e.msg, "frame is not origin %u's next write in LSN order", origin);
+            goto reject;
+        }
+        if (hlc_update(&r->hlc, w->hlc, hlc_wall_ms(), &e) < 0) {
+            r->stats.clock_refusals++;
+            repl_write_clear(w);
+            goto reject;
+        }
+        last = w->lsn;
+        b->n++;
+        continue;
+    reject:
+        r->stats.frames_rejected++;
+        log_warn("ship from region %u: frame %zu rejected: %s", origin, i, e.msg);
+        json_array_append_new(rejected, json_pack("{s:I,s:s}", "frame", (json_int_t)i, "reason", e.msg));
+        break;
+    }
+    return i;
+}
+
+static void peer_ship(struct repl *r, struct downstream *c)
+{
+    const struct ds_request *req = downstream_request(c);
+    json_error_t je;
+    json_t *root = json_loadb(req->body.p ? req->body.p : "", req->body.len, 0, &je);
+    json_t *writes = json_object_get(root, "writes");
+    json_int_t origin = json_integer_value(json_object_get(root, "origin"));
+    char why[300];
+    if (!root || !json_is_array(writes) || repl_region_index(r, (uint32_t)origin) <= 0) {
+        snprintf(why, sizeof why, "ship body must be {\"origin\": SATELLITE_ID, \"writes\": [...]}%s%s",
+                 root ? "" : ": ", root ? "" : je.text);
+        json_decref(root);
+        downstream_reply_error(c, 400, "bad_request", why);
+        return;
+    }
+    struct confirm_batch *b = calloc(1, sizeof *b);
+    struct ship_req *s = calloc(1, sizeof *s);
+    if (b)
+        b->ws = calloc(json_array_size(writes) + 1, sizeof *b->ws);
+    if (!b || !s || !b->ws) {
+        confirm_batch_free(b);
+        free(s);
+        json_decref(root);
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    b->origin = (uint32_t)origin;
+    *s = (struct ship_req){ c, json_array() };
+    ship_frames(r, writes, b->origin, b, s->rejected);
+    json_decref(root);
+    if (repl_decide(r, b, ship_decided, s) < 0) {
+        json_decref(s->rejected);
+        confirm_batch_free(b);
+        free(s);
+        downstream_reply_error(c, 500, "internal", "out of memory");
+    }
+}
+
+/* --- the confirmed-log stream ---------------------------------------------------- */
+
+static int pump_one(void *arg, uint64_t crts, const char *json, size_t len)
+{
+    struct peer_stream *s = arg;
+    downstream_stream_body(s->c, json, len);
+    s->blocked = downstream_stream_body(s->c, "\n", 1);
+    s->sent_crts = crts;
+    return s->blocked;
+}
+
+static void stream_pump(struct peer_stream *s)
+{
+    struct journal *j = s->r->j;
+    while (!s->blocked && s->sent_crts < j->stored_crts) {
+        uint64_t before = s->sent_crts;
+        journal_scan_clog(j, s->sent_crts, j->stored_crts, PEER_PUMP_MAX, pump_one, s);
+        if (s->sent_crts == before)
+            break;
+    }
+    downstream_backend(s->c)->paused = s->blocked;
+}
+
+void peer_streams_pump(struct repl *r)
+{
+    struct peer_stream *s;
+    TAILQ_FOREACH(s, &r->streams, link)
+        stream_pump(s);
+}
+
+void peer_streams_heartbeat(struct repl *r)
+{
+    char line[128];
+    struct peer_stream *s;
+    int n = snprintf(line, sizeof line, "{\"hb\":%llu,\"last\":%llu}\n",
+                     (unsigned long long)repl_hlc_now(r), (unsigned long long)r->j->stored_crts);
+    TAILQ_FOREACH(s, &r->streams, link)
+        if (!s->blocked)
+            s->blocked = downstream_stream_body(s->c, line, (size_t)n);
+}
+
+struct downstream *peer_stream_client(struct peer_stream *s)
+{
+    return s->c;
+}
+
+void peer_stream_writable(struct peer_stream *s)
+{
+    s->blocked = false;
+    stream_pump(s);
+}
+
+void peer_stream_cancel(struct peer_stream *s)
+{
+    if (!s)
+        return;
+    TAILQ_REMOVE(&s->r->streams, s, link);
+    downstream_backend(s->c)->stream = NULL;
+    free(s);
+}
+
+static void peer_log(struct repl *r, struct downstream *c, uint64_t since)
+{
+    struct peer_stream *s = calloc(1, sizeof *s);
+    struct hdr_block h = { 0 };
+    if (!s || hdr_block_add_line(&h, "OK", 2) < 0 || hdr_block_end_line(&h) < 0 ||
+        hdr_block_add_name(&h, "Content-Type", 12) < 0 || hdr_block_end_name(&h) < 0 ||
+        hdr_block_add_value(&h, "application/x-ndjson", 20) < 0 || hdr_block_end_value(&h) < 0) {
+        free(s);
+        hdr_block_free(&h);
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    *s = (struct peer_stream){ .r = r, .c = c, .sent_crts = since };
+    downstream_stream_head(c, 200, &h, -1, false);
+    hdr_block_free(&h);
+    downstream_backend(c)->stream = s;
+    TAILQ_INSERT_TAIL(&r->streams, s, link);
+    log_info("peer %s follows the confirmed log from crts %llu", downstream_client_ip(c),
+             (unsigned long long)since);
+    stream_pump(s);
+}
+
+/* --- status and dispatch ----------------------------------------------------- */
+
+static void peer_status(struct repl *r, struct downstream *c)
+{
+    peer_json(c, 200,
+              json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:i}", "region", r->self->name,
+                        "regionId", (json_int_t)r->self->id, "hub", r->is_hub, "next_lsn",
+                        (json_int_t)r->j->next_lsn, "applied_crts", (json_int_t)r->j->applied_crts,
+                        "stored_crts", (json_int_t)r->j->stored_crts, "shipped_upto",
+                        (json_int_t)r->ship_after, "hub_last_crts", (json_int_t)r->hub_last_crts,
+                        "streams", 0));
+}
+
+static uint64_t since_param(const char *target, bool *bad)
+{
+    const char *q = strstr(target, "?since=");
+    if (!q)
+        return 0;
+    char *end;
+    unsigned long long v = strtoull(q + 7, &end, 10);
+    *bad = end == q + 7 || (*end && *end != '&');
+    return v;
+}
+
+void peer_handle(struct downstream *c)
+{
+    struct repl *r = downstream_node(c)->repl;
+    const struct ds_request *req = downstream_request(c);
+    const char *target = hdr_block_line(&req->head);
+    size_t plen = route_path_len(target, req->head.line_len);
+    bool bad = false;
+    if (headers_token_eq(target, plen, "/_meridian/v1/ship") && req->method == HTTP_POST) {
+        if (!r->is_hub)
+            downstream_reply_error(c, 409, "not_hub", "this region is not the hub; ship to the first region of the configuration");
+        else
+            peer_ship(r, c);
+    } else if (headers_token_eq(target, plen, "/_meridian/v1/log") && req->method == HTTP_GET) {
+        uint64_t since = since_param(target, &bad);
+        if (bad)
+            downstream_reply_error(c, 400, "bad_request", "since must be a decimal crts");
+        else
+            peer_log(r, c, since);
+    } else if (headers_token_eq(target, plen, "/_meridian/v1/status") && req->method == HTTP_GET) {
+        peer_status(r, c);
+    } else {
+        downstream_reply_error(c, 404, "not_found",
+                               "the peer port serves POST /_meridian/v1/ship, GET "
+                               "/_meridian/v1/log?since=CRTS and GET /_meridian/v1/status");
+    }
+}

@@ -1,0 +1,669 @@
+#include "repl.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../replication/confirm.h"
+#include "../util/log.h"
+#include "backend.h"
+#include "downstream.h"
+#include "keylock.h"
+#include "listener.h"
+#include "node.h"
+#include "upstream.h"
+
+#define REPL_MAX_DRIFT_MS 60000
+
+size_t repl_key(const char *container, const char *id, char *buf, size_t cap)
+{
+    return journal_key(container, id, buf, cap);
+}
+
+uint64_t repl_hlc_now(struct repl *r)
+{
+    return hlc_now(&r->hlc, hlc_wall_ms());
+}
+
+int repl_region_index(const struct repl *r, uint32_t region_id)
+{
+    const struct conf *conf = r->node->conf;
+    for (size_t i = 0; i < conf->n_regions && i < REPL_MAX_REGIONS; i++)
+        if (conf->regions[i].id == region_id)
+            return (int)i;
+    return -1;
+}
+
+const char *repl_region_name(const struct repl *r, uint32_t region_id)
+{
+    int i = repl_region_index(r, region_id);
+    return i < 0 ? "unknown" : r->node->conf->regions[i].name;
+}
+
+/* Until the peer port has TLS, it only binds where strangers cannot reach. */
+static bool address_is_private(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (a6.s6_addr[0] & 0xfe) == 0xfc;
+    if (inet_pton(AF_INET, host, &a4) != 1)
+        return false;
+    uint32_t ip = ntohl(a4.s_addr);
+    return (ip >> 24) == 127 || (ip >> 24) == 10 || (ip >> 20) == 0xac1 || (ip >> 16) == 0xc0a8;
+}
+
+int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
+                       struct err *err)
+{
+    struct session_token t = { 0 }, mine = { .topology = r->topology,
+                                             .confirmed = r->j->applied_crts };
+    size_t n = 0;
+    const char *h = hdr_block_get(req, "x-session-token", &n);
+    if (!h)
+        h = hdr_block_get(req, "x-ms-session-token", &n);
+    if (h && session_token_parse(h, n, &t, err) < 0)
+        return -1;
+    if (lsn)
+        session_token_note(&mine, r->self->id, lsn);
+    session_token_merge(&t, &mine);
+    session_token_format(&t, out);
+    return 0;
+}
+
+/* --- the hub's decisions ----------------------------------------------------- */
+
+struct decide_job {
+    struct repl *r;
+    struct confirm_batch *b;
+    repl_decided_fn done;
+    void *arg;
+    uint64_t submitted_ms;
+};
+
+static int decide_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct decide_job *dj = arg;
+    return confirm_apply(txn, dj->r->j, dj->b, err);
+}
+
+static void decide_done(void *arg, int rc, const char *reason)
+{
+    struct decide_job *dj = arg;
+    struct repl *r = dj->r;
+    if (rc == 0) {
+        for (int k = 0; k < 4; k++)
+            for (int o = 0; o < 2; o++)
+                r->stats.conflicts[k][o] += dj->b->conflicts[k][o];
+        stats_observe(&r->stats.confirm_seconds,
+                      (hlc_wall_ms() - dj->submitted_ms) / 1000.0);
+        if (dj->b->n_decided)
+            repl_log_grew(r, dj->b->last_crts);
+    }
+    dj->done(dj->arg, dj->b, rc, reason);
+    free(dj);
+}
+
+int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, void *arg)
+{
+    struct decide_job *dj = calloc(1, sizeof *dj);
+    if (!dj)
+        return -1;
+    *dj = (struct decide_job){ r, b, done, arg, hlc_wall_ms() };
+    b->crts_floor = repl_hlc_now(r);
+    if (committer_submit(r->j->committer, decide_apply, decide_done, dj, true) < 0) {
+        free(dj);
+        return -1;
+    }
+    return 0;
+}
+
+void repl_log_grew(struct repl *r, uint64_t last_crts)
+{
+    if (last_crts > r->j->stored_crts)
+        r->j->stored_crts = last_crts;
+    peer_streams_pump(r);
+    applier_kick(r);
+}
+
+/* --- reads and the change feed ----------------------------------------------- */
+
+void repl_annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
+                        const char *id)
+{
+    struct head_rec h;
+    char crts[24];
+    if (journal_head(r->j, ct->name, id, &h) < 0 || !h.exists)
+        return;
+    bool confirmed = h.pending == 0 && h.crts != 0;
+    downstream_add_header(c, "X-Meridian-Confirmed", confirmed ? "true" : "false");
+    if (confirmed) {
+        snprintf(crts, sizeof crts, "%llu", (unsigned long long)h.crts);
+        downstream_add_header(c, "X-Meridian-Crts", crts);
+    }
+    char v[VERSION_TEXT_MAX];
+    version_format(h.version, v);
+    downstream_add_header(c, "X-Meridian-Version", v);
+}
+
+struct changes_scan {
+    struct repl *r;
+    const char *container;
+    json_t *list;
+    size_t limit;
+    uint64_t last;
+};
+
+static json_t *change_json(struct repl *r, const struct clog_entry *e)
+{
+    char v[VERSION_TEXT_MAX];
+    version_format(repl_write_version(&e->w), v);
+    const char *op = e->w.is_delete ? "delete" : version_is_none(e->w.base) ? "create" : "replace";
+    json_t *j = json_pack("{s:I,s:I,s:s,s:I,s:s,s:s,s:s,s:I}", "crts", (json_int_t)e->crts, "lsn",
+                          (json_int_t)e->w.lsn, "region", repl_region_name(r, e->w.origin),
+                          "regionId", (json_int_t)e->w.origin, "op", op, "id", e->w.id,
+                          "version", v, "hlc", (json_int_t)e->w.hlc);
+    if (!j)
+        return NULL;
+    if (e->w.is_delete)
+        json_object_set_new(j, "tombstone", json_true());
+    else
+        json_object_set_new(j, "doc", json_loads(e->w.doc, 0, NULL));
+    return j;
+}
+
+static int changes_one(void *arg, uint64_t crts, const char *text, size_t len)
+{
+    struct changes_scan *cs = arg;
+    json_t *root = json_loadb(text, len, 0, NULL);
+    struct clog_entry e;
+    struct err err;
+    cs->last = crts;
+    if (clog_entry_from_json(root, &e, &err) == 0) {
+        if (e.outcome == LWW_CONFIRMED && strcmp(e.w.container, cs->container) == 0)
+            json_array_append_new(cs->list, change_json(cs->r, &e));
+        clog_entry_clear(&e);
+    }
+    json_decref(root);
+    return json_array_size(cs->list) >= cs->limit;
+}
+
+static uint64_t query_u64(const char *target, const char *name, uint64_t dflt, bool *bad)
+{
+    const char *q = strchr(target, '?');
+    size_t nl = strlen(name);
+    while (q) {
+        q++;
+        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            char *end;
+            unsigned long long v = strtoull(q + nl + 1, &end, 10);
+            if (end == q + nl + 1 || (*end && *end != '&'))
+                *bad = true;
+            return v;
+        }
+        q = strchr(q, '&');
+    }
+    return dflt;
+}
+
+void repl_changes(struct repl *r, struct downstream *c, const struct conf_container *ct)
+{
+    const char *target = hdr_block_line(&downstream_request(c)->head);
+    bool bad = false;
+    uint64_t since = query_u64(target, "since", 0, &bad);
+    uint64_t limit = query_u64(target, "limit", 1000, &bad);
+    if (bad || limit == 0 || limit > 10000) {
+        downstream_reply_error(c, 400, "bad_request",
+                               "_changes takes since=CRTS and limit=N (1..10000), both decimal");
+        return;
+    }
+    struct changes_scan cs = { r, ct->name, json_array(), limit, since };
+    journal_scan_clog(r->j, since, r->j->applied_crts, SIZE_MAX, changes_one, &cs);
+    json_t *body = json_pack("{s:s,s:o,s:I,s:I}", "container", ct->name, "changes", cs.list,
+                             "last", (json_int_t)cs.last, "applied", (json_int_t)r->j->applied_crts);
+    char *text = entry_dump(body);
+    if (!text) {
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    downstream_reply(c, 200, NULL, 0, "application/json", text, strlen(text));
+    free(text);
+}
+
+/* --- start-up recovery ---------------------------------------------------------- */
+
+struct recover_op {
+    struct repl *r;
+    struct repl_write w;
+    char key[512];
+    size_t klen;
+};
+
+
+static void recover_finish(void *arg, int rc, const char *reason)
+{
+    struct recover_op *op = arg;
+    if (rc < 0)
+        log_error("recovery of lsn %llu: %s", (unsigned long long)op->w.lsn, reason);
+    keylock_release(op->r->locks, op->key, op->klen);
+    op->r->recovering--;
+    if (op->r->recovering == 0) {
+        log_info("recovery done: %llu committed, %llu aborted",
+                 (unsigned long long)op->r->stats.recovered_committed,
+                 (unsigned long long)op->r->stats.recovered_aborted);
+        shipper_kick(op->r);
+    }
+    repl_write_clear(&op->w);
+    free(op);
+}
+
+/* Whether the backend holds exactly this write (its metadata names it). */
+static bool backend_holds(const struct repl *r, const struct repl_write *w,
+                          const struct backend_answer *a, const char *meta_field)
+{
+    if (w->is_delete)
+        return a->status == 404;
+    if (a->status < 200 || a->status > 299)
+        return false;
+    json_t *doc = json_loadb(a->body, a->body_len, 0, NULL);
+    json_t *m = json_object_get(doc, meta_field);
+    bool holds = json_integer_value(json_object_get(m, "lsn")) == (json_int_t)w->lsn &&
+                 json_integer_value(json_object_get(m, "regionId")) == (json_int_t)r->self->id;
+    json_decref(doc);
+    return holds;
+}
+
+static const struct conf_container *container_named(const struct conf *conf, const char *name)
+{
+    for (size_t i = 0; i < conf->n_containers; i++)
+        if (strcmp(conf->containers[i].name, name) == 0)
+            return &conf->containers[i];
+    return NULL;
+}
+
+static void recover_read(void *arg, const struct backend_answer *a)
+{
+    struct recover_op *op = arg;
+    struct repl *r = op->r;
+    const struct conf_container *ct = container_named(r->node->conf, op->w.container);
+    if (a->status == 0) {
+        /* The backend is unreachable: try again from the maintenance timer. */
+        log_warn("recovery of lsn %llu waits for the backend: %s", (unsigned long long)op->w.lsn,
+                 a->error);
+        r->recover_again = true;
+        recover_finish(op, 0, NULL);
+        return;
+    }
+    if (ct && backend_holds(r, &op->w, a, ct->metadata_field)) {
+        r->stats.recovered_committed++;
+        repl_commit_write(r, &op->w, recover_finish, op);
+    } else {
+        r->stats.recovered_aborted++;
+        repl_abort_write(r, op->w.lsn, recover_finish, op);
+    }
+}
+
+static void recover_locked(void *arg)
+{
+    struct recover_op *op = arg;
+    const struct conf_container *ct = container_named(op->r->node->conf, op->w.container);
+    char path[1024];
+    snprintf(path, sizeof path, "%s%s", ct ? ct->route : "/", op->w.id);
+    backend_request(op->r->node, "GET", path, NULL, NULL, NULL, 0, recover_read, op);
+}
+
+struct recover_list {
+    struct recover_op **v;
+    size_t n, cap;
+    struct repl *r;
+};
+
+static int recover_collect(void *arg, const struct repl_write *w)
+{
+    struct recover_list *l = arg;
+    if (w->state != WRITE_INTENT)
+        return 0;
+    struct recover_op *op = calloc(1, sizeof *op);
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        struct recover_op **v = realloc(l->v, cap * sizeof *v);
+        if (!v) {
+            free(op);
+            return 1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    if (!op || repl_write_copy(&op->w, w) < 0) {
+        free(op);
+        return 1;
+    }
+    op->r = l->r;
+    op->klen = repl_key(w->container, w->id, op->key, sizeof op->key);
+    l->v[l->n++] = op;
+    return 0;
+}
+
+/* Intent entries are writes whose backend call may or may not have happened:
+ * read the document back and decide by its metadata. Collected first, then
+ * resolved, because a journal scan must not run other journal reads. */
+void repl_recover(struct repl *r)
+{
+    r->recover_again = false;
+    struct recover_list l = { .r = r };
+    journal_scan_writes(r->j, 0, SIZE_MAX, recover_collect, &l);
+    if (l.n)
+        log_info("recovery: %zu journal entries were in flight at the last stop", l.n);
+    r->recovering += (uint32_t)l.n;
+    for (size_t i = 0; i < l.n; i++)
+        if (keylock_acquire(r->locks, l.v[i]->key, l.v[i]->klen, recover_locked, l.v[i]) < 0)
+            recover_finish(l.v[i], -1, "out of memory");
+    free(l.v);
+}
+
+/* --- commit and abort of a journaled write ------------------------------------ */
+
+struct commit_job {
+    struct repl *r;
+    struct repl_write w;
+    struct confirm_batch *b;      /* at the hub: the write is decided in the same step */
+    void (*done)(void *, int, const char *);
+    void *arg;
+};
+
+static int commit_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct commit_job *cj = arg;
+    struct journal *j = cj->r->j;
+    struct head_rec h;
+    journal_get_head_txn(txn, j, cj->w.container, cj->w.id, &h);
+    struct head_rec nh = { .exists = true, .version = repl_write_version(&cj->w),
+                           .hlc = cj->w.hlc, .crts = 0, .pending = h.pending + 1,
+                           .deleted = cj->w.is_delete };
+    cj->w.state = WRITE_COMMITTED;
+    if (journal_put_write(txn, j, &cj->w, err) < 0 ||
+        journal_put_head(txn, j, cj->w.container, cj->w.id, &nh, err) < 0)
+        return -1;
+    return cj->b ? confirm_apply(txn, j, cj->b, err) : 0;
+}
+
+static void commit_done(void *arg, int rc, const char *reason)
+{
+    struct commit_job *cj = arg;
+    struct repl *r = cj->r;
+    if (rc == 0) {
+        r->stats.writes_committed++;
+        if (cj->b) {
+            for (int k = 0; k < 4; k++)
+                for (int o = 0; o < 2; o++)
+                    r->stats.conflicts[k][o] += cj->b->conflicts[k][o];
+            repl_log_grew(r, cj->b->last_crts);
+        } else {
+            shipper_kick(r);
+        }
+    }
+    cj->done(cj->arg, rc, reason);
+    repl_write_clear(&cj->w);
+    if (cj->b) {
+        cj->b->ws = NULL;
+        cj->b->n = 0;
+        confirm_batch_free(cj->b);
+    }
+    free(cj);
+}
+
+/* Marks a journaled write committed (its backend call succeeded); at the hub
+ * it is decided in the same transaction, durably, so it is never tentative. */
+void repl_commit_write(struct repl *r, const struct repl_write *w,
+                       void (*done)(void *, int, const char *), void *arg)
+{
+    struct commit_job *cj = calloc(1, sizeof *cj);
+    if (!cj || repl_write_copy(&cj->w, w) < 0) {
+        free(cj);
+        done(arg, -1, "out of memory");
+        return;
+    }
+    *cj = (struct commit_job){ .r = r, .w = cj->w, .done = done, .arg = arg };
+    if (r->is_hub) {
+        cj->b = calloc(1, sizeof *cj->b);
+        if (cj->b) {
+            *cj->b = (struct confirm_batch){ .origin = r->self->id, .ws = &cj->w, .n = 1,
+                                             .crts_floor = repl_hlc_now(r) };
+        }
+    }
+    if ((r->is_hub && !cj->b) ||
+        committer_submit(r->j->committer, commit_apply, commit_done, cj, r->is_hub) < 0) {
+        repl_write_clear(&cj->w);
+        free(cj->b);
+        free(cj);
+        done(arg, -1, "out of memory");
+    }
+}
+
+struct abort_job {
+    struct repl *r;
+    uint64_t lsn;
+    void (*done)(void *, int, const char *);
+    void *arg;
+};
+
+static int abort_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct abort_job *aj = arg;
+    return journal_del_write(txn, aj->r->j, aj->lsn, err);
+}
+
+static void abort_done(void *arg, int rc, const char *reason)
+{
+    struct abort_job *aj = arg;
+    if (rc == 0)
+        aj->r->stats.writes_aborted++;
+    aj->done(aj->arg, rc, reason);
+    free(aj);
+}
+
+/* The backend refused the write: it never happened. */
+void repl_abort_write(struct repl *r, uint64_t lsn, void (*done)(void *, int, const char *),
+                      void *arg)
+{
+    struct abort_job *aj = calloc(1, sizeof *aj);
+    if (!aj) {
+        done(arg, -1, "out of memory");
+        return;
+    }
+    *aj = (struct abort_job){ r, lsn, done, arg };
+    if (committer_submit(r->j->committer, abort_apply, abort_done, aj, false) < 0) {
+        free(aj);
+        done(arg, -1, "out of memory");
+    }
+}
+
+/* --- life cycle ----------------------------------------------------------------- */
+
+static int repl_peer_port(struct repl *r, struct err *err)
+{
+    const struct conf_addr *a = &r->self->peer_listen;
+    if (!address_is_private(a->host))
+        return err_set(err,
+                       "peer_listen %s: until the peer port has TLS it binds only to loopback "
+                       "or private addresses",
+                       a->text);
+    return listener_open(r->node, a->host, a->port, true, &r->peer_listener, err);
+}
+
+static int repl_hub_link(struct repl *r, struct err *err)
+{
+    char url[300];
+    snprintf(url, sizeof url, "http://%s (peer port of hub %s)", r->hub->peer_listen.text,
+             r->hub->name);
+    return upstream_pool_new(r->node, url, r->hub->peer_listen.host, r->hub->peer_listen.port,
+                             &r->hub_pool, err);
+}
+
+int repl_init(struct node *n, struct err *err)
+{
+    struct repl *r = calloc(1, sizeof *r);
+    if (!r)
+        return err_set(err, "out of memory");
+    n->repl = r;
+    r->node = n;
+    r->self = n->region;
+    r->hub = &n->conf->regions[0];
+    r->is_hub = r->self == r->hub;
+    r->topology = 1;
+    TAILQ_INIT(&r->streams);
+    hlc_init(&r->hlc, REPL_MAX_DRIFT_MS);
+    if (journal_open(n->base, n->data_dir, r->self->id, &r->j, err) < 0)
+        return -1;
+    r->hlc.last = r->j->hlc_persisted;
+    r->locks = keylock_new();
+    if (!r->locks)
+        return err_set(err, "out of memory");
+    if (repl_peer_port(r, err) < 0 || (!r->is_hub && repl_hub_link(r, err) < 0))
+        return -1;
+    log_info("replication: region %s is %s; journal next lsn %llu, applied crts %llu", r->self->name,
+             r->is_hub ? "the hub" : "a satellite", (unsigned long long)r->j->next_lsn,
+             (unsigned long long)r->j->applied_crts);
+    return 0;
+}
+
+/* Starts the background work once the node is fully up. */
+void repl_start(struct repl *r)
+{
+    repl_recover(r);
+    applier_kick(r);
+    if (!r->is_hub) {
+        follower_kick(r);
+        shipper_kick(r);
+    }
+}
+
+void repl_close(struct repl *r)
+{
+    if (!r)
+        return;
+    follower_stop(r);
+    while (!TAILQ_EMPTY(&r->streams))
+        peer_stream_cancel(TAILQ_FIRST(&r->streams));
+    listener_close(r->peer_listener);
+    upstream_pool_free(r->hub_pool);
+    journal_close(r->j);
+    keylock_free(r->locks);
+    sbuf_free(&r->follow_buf);
+    sbuf_free(&r->follow_batch);
+    free(r);
+}
+
+void repl_tick(struct repl *r, uint64_t now)
+{
+    if (r->hub_pool)
+        upstream_sweep(r->hub_pool, now);
+    if (r->recover_again && r->recovering == 0)
+        repl_recover(r);
+    if (!r->is_hub) {
+        if (!r->ship_inflight && r->ship_retry_ms && now >= r->ship_retry_ms)
+            shipper_kick(r);
+        if (!r->follow && r->follow_retry_ms && now >= r->follow_retry_ms)
+            follower_kick(r);
+    }
+    if (!r->applying && r->apply_retry_ms && now >= r->apply_retry_ms)
+        applier_kick(r);
+    if (now - r->last_heartbeat_ms >= 1000) {
+        r->last_heartbeat_ms = now;
+        peer_streams_heartbeat(r);
+    }
+}
+
+void repl_drain(struct repl *r)
+{
+    if (!r)
+        return;
+    listener_close(r->peer_listener);
+    r->peer_listener = NULL;
+    while (!TAILQ_EMPTY(&r->streams)) {
+        struct peer_stream *s = TAILQ_FIRST(&r->streams);
+        struct downstream *c = peer_stream_client(s);
+        peer_stream_cancel(s);
+        downstream_stream_abort(c);
+    }
+}
+
+/* --- metrics ---------------------------------------------------------------------- */
+
+static int render_counter(struct sbuf *out, const char *name, const char *help, uint64_t v,
+                          const char *region)
+{
+    return sbuf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s{region=\"%s\"} %llu\n", name,
+                       help, name, name, region, (unsigned long long)v);
+}
+
+static int render_gauge(struct sbuf *out, const char *name, const char *help, double v,
+                        const char *region)
+{
+    return sbuf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s{region=\"%s\"} %g\n", name, help,
+                       name, name, region, v);
+}
+
+static int render_conflicts(struct repl *r, struct sbuf *out, const char *region)
+{
+    static const char *const outcomes[] = { "confirmed", "superseded" };
+    if (sbuf_adds(out, "# HELP meridian_conflicts_total Decisions of the hub on conflicting "
+                       "writes, by container kind and outcome (hub only).\n"
+                       "# TYPE meridian_conflicts_total counter\n") < 0)
+        return -1;
+    for (int k = LWW_INSERT; k <= LWW_DELETE; k++)
+        for (int o = 0; o < 2; o++)
+            if (sbuf_printf(out, "meridian_conflicts_total{region=\"%s\",kind=\"%s\",outcome=\"%s\"} %llu\n",
+                            region, lww_conflict_name((enum lww_conflict)k), outcomes[o],
+                            (unsigned long long)r->stats.conflicts[k][o]) < 0)
+                return -1;
+    return 0;
+}
+
+static int render_replication_latency(struct repl *r, struct sbuf *out, const char *region)
+{
+    const struct conf *conf = r->node->conf;
+    int rc = sbuf_adds(out, "# HELP meridian_replication_seconds Time from a write's HLC at its "
+                            "origin to its application here, by (source, target) region.\n"
+                            "# TYPE meridian_replication_seconds histogram\n");
+    for (size_t i = 0; rc == 0 && i < conf->n_regions && i < REPL_MAX_REGIONS; i++) {
+        char labels[200];
+        snprintf(labels, sizeof labels, "source=\"%s\",target", conf->regions[i].name);
+        rc = stats_render_histogram_series(out, "meridian_replication_seconds", labels, region,
+                                           &r->stats.replication_seconds[i]);
+    }
+    return rc;
+}
+
+int repl_render(struct repl *r, struct sbuf *out)
+{
+    const char *region = r->self->name;
+    struct repl_stats *st = &r->stats;
+    uint64_t lag = r->is_hub ? r->j->stored_crts - r->j->applied_crts
+                             : (r->hub_last_crts > r->j->applied_crts ? r->hub_last_crts - r->j->applied_crts : 0);
+    if (render_counter(out, "meridian_writes_committed_total", "Container writes committed in this region.", st->writes_committed, region) < 0 ||
+        render_counter(out, "meridian_writes_aborted_total", "Container writes the backend refused (journal entry dropped).", st->writes_aborted, region) < 0 ||
+        render_counter(out, "meridian_writes_unknown_total", "Container writes whose backend answer was lost (resolved by read-back).", st->writes_unknown, region) < 0 ||
+        render_counter(out, "meridian_writes_forged_total", "Writes refused because the client set Meridian's metadata field.", st->forged, region) < 0 ||
+        render_counter(out, "meridian_ship_batches_total", "Batches shipped to the hub.", st->ship_batches, region) < 0 ||
+        render_counter(out, "meridian_ship_errors_total", "Failed shipments to the hub.", st->ship_errors, region) < 0 ||
+        render_counter(out, "meridian_frames_rejected_total", "Shipped frames the hub rejected.", st->frames_rejected, region) < 0 ||
+        render_counter(out, "meridian_clock_refusals_total", "Peer clocks refused for drifting too far ahead.", st->clock_refusals, region) < 0 ||
+        render_counter(out, "meridian_applied_total", "Confirmed-log entries applied here.", st->applied, region) < 0 ||
+        render_counter(out, "meridian_apply_backend_writes_total", "Backend writes made by the applier.", st->apply_backend_writes, region) < 0 ||
+        render_counter(out, "meridian_apply_errors_total", "Failed attempts to apply an entry (retried).", st->apply_errors, region) < 0 ||
+        render_gauge(out, "meridian_applied_crts", "Confirmed-log position applied here.", (double)r->j->applied_crts, region) < 0 ||
+        render_gauge(out, "meridian_region_lag_ms", "How far this region's applied position trails the hub's log, in HLC milliseconds.", (double)(lag >> 16), region) < 0 ||
+        render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub (LSNs).", (double)(r->j->next_lsn - 1 - (r->is_hub ? r->j->next_lsn - 1 : r->ship_after)), region) < 0 ||
+        render_conflicts(r, out, region) < 0 ||
+        render_replication_latency(r, out, region) < 0)
+        return -1;
+    if (sbuf_adds(out, "# HELP meridian_confirm_seconds Time for the hub to decide a shipped "
+                       "batch, durably.\n# TYPE meridian_confirm_seconds histogram\n") < 0)
+        return -1;
+    return stats_render_histogram_series(out, "meridian_confirm_seconds", NULL, region,
+                                         &st->confirm_seconds);
+}

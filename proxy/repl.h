@@ -1,0 +1,146 @@
+/* repl: a node's replication machinery, as the proxy drives it. Owns the
+ * journal (replication/journal), the HLC, the key locks, and the I/O around
+ * them: the write path of container writes (writepath.c), the peer port's
+ * endpoints (peer.c), shipping to the hub (shipper.c), following the hub's
+ * confirmed log (follower.c) and applying it to the backend (applier.c).
+ * The decisions and storage live in replication/ and resolver/, which never
+ * see a socket; this part never decides a conflict itself. */
+#ifndef MERIDIAN_REPL_H
+#define MERIDIAN_REPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "../config/conf.h"
+#include "../replication/hlc.h"
+#include "../replication/journal.h"
+#include "../replication/session_token.h"
+#include "headers.h"
+#include "stats.h"
+
+struct node;
+struct downstream;
+struct keylock;
+struct upstream_pool;
+struct upstream_exchange;
+struct listener;
+struct peer_stream;
+struct write_op;
+
+#define REPL_MAX_REGIONS 64
+
+TAILQ_HEAD(peer_stream_list, peer_stream);
+
+struct repl_stats {
+    uint64_t writes_committed, writes_aborted, writes_unknown;
+    uint64_t forged;                            /* writes refused for a forged metadata field */
+    uint64_t conflicts[4][2];                   /* by lww_conflict and lww_outcome */
+    uint64_t ship_batches, ship_errors, ship_writes;
+    uint64_t frames_rejected;
+    uint64_t applied, apply_backend_writes, apply_errors;
+    uint64_t recovered_committed, recovered_aborted;
+    uint64_t clock_refusals;
+    struct histogram replication_seconds[REPL_MAX_REGIONS]; /* by source region index */
+    struct histogram confirm_seconds;
+};
+
+struct repl {
+    struct node *node;
+    struct journal *j;
+    struct hlc hlc;
+    struct keylock *locks;
+    bool is_hub;
+    const struct conf_region *self, *hub;
+    struct listener *peer_listener;
+    struct repl_stats stats;
+    uint32_t topology;
+
+    /* satellites: the hub's peer port */
+    struct upstream_pool *hub_pool;
+    /* shipper */
+    bool ship_inflight;
+    uint64_t ship_after;           /* the hub decided everything up to here */
+    uint64_t ship_retry_ms, ship_backoff_ms;
+    /* follower */
+    struct upstream_exchange *follow;
+    struct sbuf follow_buf;        /* bytes of a line not yet complete */
+    struct sbuf follow_batch;      /* complete lines waiting to be stored */
+    uint64_t follow_batch_last;    /* crts of the batch's last line */
+    size_t follow_batch_n;
+    bool follow_storing, follow_paused;
+    uint64_t follow_retry_ms, follow_backoff_ms;
+    uint64_t hub_last_crts, hub_heard_ms;
+    /* applier */
+    bool applying;
+    uint64_t apply_retry_ms;
+    /* hub: confirmed-log streams being served */
+    struct peer_stream_list streams;
+    uint64_t last_heartbeat_ms;
+    uint32_t recovering;           /* journal entries being resolved at start-up */
+    bool recover_again;            /* some could not be resolved yet */
+};
+
+int repl_init(struct node *n, struct err *err) MUST_CHECK;
+void repl_start(struct repl *r);
+/* SIGTERM: stop serving peers (streams end, the peer port closes). */
+void repl_drain(struct repl *r);
+/* Resolves journal entries left in the intent state (crash, lost backend answer). */
+void repl_recover(struct repl *r);
+/* A journaled write's backend call succeeded / failed. */
+void repl_commit_write(struct repl *r, const struct repl_write *w,
+                       void (*done)(void *, int, const char *), void *arg);
+void repl_abort_write(struct repl *r, uint64_t lsn, void (*done)(void *, int, const char *),
+                      void *arg);
+void repl_close(struct repl *r);
+/* The maintenance timer's share: retries, reconnects, heartbeats. */
+void repl_tick(struct repl *r, uint64_t now_ms);
+int repl_render(struct repl *r, struct sbuf *out);
+
+/* The key of a document in journal and lock tables. */
+size_t repl_key(const char *container, const char *id, char *buf, size_t cap);
+uint64_t repl_hlc_now(struct repl *r);
+int repl_region_index(const struct repl *r, uint32_t region_id);
+const char *repl_region_name(const struct repl *r, uint32_t region_id);
+
+/* writepath.c: container writes from clients. */
+void writepath_start(struct downstream *c, const struct conf_container *ct);
+void writepath_detach(struct write_op *w);
+/* The document id of `target` under container route, or NULL/0. */
+const char *writepath_doc_id(const struct conf_container *ct, const char *target, size_t tlen,
+                             size_t *id_len);
+
+/* Reads of container documents get X-Meridian-Confirmed / X-Meridian-Crts. */
+void repl_annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
+                        const char *id);
+/* GET {route}_changes */
+void repl_changes(struct repl *r, struct downstream *c, const struct conf_container *ct);
+
+/* peer.c: the peer port. */
+void peer_handle(struct downstream *c);
+void peer_stream_cancel(struct peer_stream *s);
+void peer_stream_writable(struct peer_stream *s);
+struct downstream *peer_stream_client(struct peer_stream *s);
+void peer_streams_pump(struct repl *r);
+void peer_streams_heartbeat(struct repl *r);
+
+/* shipper.c / follower.c / applier.c */
+void shipper_kick(struct repl *r);
+void follower_kick(struct repl *r);
+void follower_stop(struct repl *r);
+void applier_kick(struct repl *r);
+
+/* The hub decides the writes of `b` (owned) and then calls done. */
+struct confirm_batch;
+typedef void (*repl_decided_fn)(void *arg, struct confirm_batch *b, int rc, const char *reason);
+int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, void *arg);
+
+/* After new entries are in this region's confirmed log. */
+void repl_log_grew(struct repl *r, uint64_t last_crts);
+
+/* Session token of an answer: the request's token merged with this region's
+ * progress and, for a write, its version. */
+int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
+                       struct err *err) MUST_CHECK;
+
+#endif

@@ -1,0 +1,109 @@
+/* shipper: a satellite's committed journal entries go to the hub in LSN
+ * order, in batches, over the peer port; retried with backoff for as long as
+ * it takes. The hub answers with the highest LSN it has decided; replays are
+ * no-ops there. An entry still in the intent state stops the batch: nothing
+ * after it may be decided first. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/log.h"
+#include "backend.h"
+#include "node.h"
+#include "repl.h"
+
+#define SHIP_BATCH_MAX 256
+#define SHIP_BACKOFF_MIN_MS 100
+#define SHIP_BACKOFF_MAX_MS 5000
+
+struct ship_collect {
+    json_t *writes;
+    uint64_t last_lsn;
+};
+
+static int ship_collect_one(void *arg, const struct repl_write *w)
+{
+    struct ship_collect *sc = arg;
+    if (w->state != WRITE_COMMITTED)
+        return 1;
+    json_t *j = repl_write_to_json(w);
+    json_object_del(j, "state");
+    json_array_append_new(sc->writes, j);
+    sc->last_lsn = w->lsn;
+    return 0;
+}
+
+static void ship_backoff(struct repl *r, const char *why)
+{
+    uint64_t now = node_now_ms(r->node);
+    r->stats.ship_errors++;
+    r->ship_backoff_ms = r->ship_backoff_ms ? r->ship_backoff_ms * 2 : SHIP_BACKOFF_MIN_MS;
+    if (r->ship_backoff_ms > SHIP_BACKOFF_MAX_MS)
+        r->ship_backoff_ms = SHIP_BACKOFF_MAX_MS;
+    r->ship_retry_ms = now + r->ship_backoff_ms;
+    if (r->ship_backoff_ms >= 1000 || r->stats.ship_errors < 5)
+        log_warn("shipping to hub %s: %s; retrying in %llu ms", r->hub->name, why,
+                 (unsigned long long)r->ship_backoff_ms);
+}
+
+static void ship_answer(void *arg, const struct backend_answer *a)
+{
+    struct repl *r = arg;
+    r->ship_inflight = false;
+    if (a->status != 200) {
+        char why[600];
+        snprintf(why, sizeof why, "%s%.*s", a->status ? "hub answered: " : "",
+                 a->status ? (int)a->body_len : (int)strlen(a->error ? a->error : ""),
+                 a->status ? a->body : (a->error ? a->error : ""));
+        ship_backoff(r, why);
+        return;
+    }
+    json_t *root = json_loadb(a->body, a->body_len, 0, NULL);
+    json_t *upto = json_object_get(root, "decided_upto");
+    if (!json_is_integer(upto)) {
+        json_decref(root);
+        ship_backoff(r, "hub's answer has no decided_upto");
+        return;
+    }
+    uint64_t decided = (uint64_t)json_integer_value(upto);
+    bool progress = decided > r->ship_after;
+    if (progress)
+        r->ship_after = decided;
+    if (json_array_size(json_object_get(root, "rejected")))
+        ship_backoff(r, "hub rejected a frame (see the hub's log)");
+    else {
+        r->ship_backoff_ms = 0;
+        r->ship_retry_ms = 0;
+    }
+    json_decref(root);
+    if (progress)
+        shipper_kick(r);
+}
+
+void shipper_kick(struct repl *r)
+{
+    if (r->is_hub || r->ship_inflight || r->recovering ||
+        (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms))
+        return;
+    struct ship_collect sc = { json_array(), 0 };
+    journal_scan_writes(r->j, r->ship_after, SHIP_BATCH_MAX, ship_collect_one, &sc);
+    size_t n = json_array_size(sc.writes);
+    if (n == 0) {
+        json_decref(sc.writes);
+        return;
+    }
+    char *body = entry_dump(json_pack("{s:I,s:I,s:o}", "origin", (json_int_t)r->self->id, "hlc",
+                                      (json_int_t)repl_hlc_now(r), "writes", sc.writes));
+    if (!body) {
+        ship_backoff(r, "out of memory");
+        return;
+    }
+    r->ship_inflight = true;
+    r->ship_retry_ms = 0;
+    r->stats.ship_batches++;
+    r->stats.ship_writes += n;
+    backend_http(r->node, r->hub_pool, "POST", "/_meridian/v1/ship", body, strlen(body),
+                 ship_answer, r);
+    free(body);
+}

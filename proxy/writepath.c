@@ -1,0 +1,402 @@
+/*
+ * writepath: a client's write to a container document.
+ *
+ *   writepath_start ── parse target, token, body (400: not an object, forged metadata)
+ *        │
+ *   keylock_acquire(key) ─▶ wp_locked        one write per key at a time
+ *        │   PATCH: backend GET, JSON Merge Patch onto the current document
+ *        ▼
+ *   wp_tag: LSN, HLC, base = local head; _ts + metadata (+ auto-versioned LWW path)
+ *        │
+ *   committer job: journal intent (durable) ─▶ wp_intent_done
+ *        │
+ *   backend_request(PUT|DELETE) ─▶ wp_backend_done
+ *        ├─ 2xx: repl_commit_write (hub: decided in the same step) ─▶ wp_committed
+ *        │        answer: backend's answer + ETag, X-Meridian-Version, X-Session-Token
+ *        ├─ other status: repl_abort_write ─▶ relay the backend's answer unchanged
+ *        └─ no answer: the entry stays an intent; recovery reads the document back
+ *   keylock_release(key)
+ */
+#include <jansson.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../util/log.h"
+#include "backend.h"
+#include "downstream.h"
+#include "keylock.h"
+#include "node.h"
+#include "repl.h"
+
+struct write_op {
+    struct repl *r;
+    struct downstream *c;              /* NULL once the client went away */
+    const struct conf_container *ct;
+    int method;
+    char *id;
+    char key[512];
+    size_t klen;
+    char path[1024];
+    json_t *doc;                       /* the client's document (PUT, POST, PATCH) */
+    struct repl_write w;
+    struct backend_answer *answer;     /* kept until the commit is done */
+    int status;
+    char *headers, *body, *etag;
+    size_t headers_len, body_len;
+    bool locked;
+};
+
+static void wp_free(struct write_op *w)
+{
+    if (w->c && downstream_backend(w->c)->write == w)
+        downstream_backend(w->c)->write = NULL;
+    json_decref(w->doc);
+    repl_write_clear(&w->w);
+    free(w->id);
+    free(w->headers);
+    free(w->body);
+    free(w->etag);
+    free(w);
+}
+
+void writepath_detach(struct write_op *w)
+{
+    if (w)
+        w->c = NULL;
+}
+
+/* Ends the operation: answers (when the client is still there), unlocks. */
+static void wp_end_error(struct write_op *w, int status, const char *code, const char *reason)
+{
+    if (w->c)
+        downstream_reply_error(w->c, status, code, reason);
+    if (w->locked)
+        keylock_release(w->r->locks, w->key, w->klen);
+    wp_free(w);
+}
+
+const char *writepath_doc_id(const struct conf_container *ct, const char *target, size_t tlen,
+                             size_t *id_len)
+{
+    size_t rl = strlen(ct->route), pl = tlen;
+    for (size_t i = 0; i < tlen; i++)
+        if (target[i] == '?' || target[i] == '#') {
+            pl = i;
+            break;
+        }
+    if (pl <= rl || memchr(target + rl, '/', pl - rl))
+        return NULL;
+    *id_len = pl - rl;
+    return target + rl;
+}
+
+/* JSON Merge Patch (RFC 7396) of `patch` onto `target`, in place. */
+static void merge_patch(json_t *target, json_t *patch)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(patch, k, v) {
+        if (json_is_null(v)) {
+            json_object_del(target, k);
+        } else if (json_is_object(v)) {
+            json_t *t = json_object_get(target, k);
+            if (!json_is_object(t)) {
+                t = json_object();
+                json_object_set_new(target, k, t);
+            }
+            merge_patch(t, v);
+        } else {
+            json_object_set(target, k, v);
+        }
+    }
+}
+
+/* Sets the JSON pointer `path` (objects created as needed) to `v`. */
+static void set_path(json_t *doc, const char *path, json_t *v)
+{
+    char seg[256];
+    json_t *cur = doc;
+    const char *p = path;
+    while (*p == '/') {
+        const char *end = strchr(p + 1, '/');
+        size_t n = end ? (size_t)(end - p - 1) : strlen(p + 1);
+        if (n >= sizeof seg)
+            break;
+        memcpy(seg, p + 1, n);
+        seg[n] = '\0';
+        if (!end) {
+            json_object_set_new(cur, seg, v);
+            return;
+        }
+        json_t *next = json_object_get(cur, seg);
+        if (!json_is_object(next)) {
+            next = json_object();
+            json_object_set_new(cur, seg, next);
+        }
+        cur = next;
+        p = end;
+    }
+    json_decref(v);
+}
+
+static int wp_tag(struct write_op *w, const struct head_rec *h)
+{
+    struct repl *r = w->r;
+    const struct conf_container *ct = w->ct;
+    w->w.origin = r->self->id;
+    w->w.lsn = r->j->next_lsn++;
+    w->w.hlc = repl_hlc_now(r);
+    w->w.base = h->exists ? h->version : VERSION_NONE;
+    w->w.is_delete = w->method == HTTP_DELETE;
+    w->w.state = WRITE_INTENT;
+    w->w.container = strdup(ct->name);
+    w->w.id = strdup(w->id);
+    if (!w->w.container || !w->w.id)
+        return -1;
+    if (w->w.is_delete)
+        return 0;
+    char base[VERSION_TEXT_MAX];
+    version_format(w->w.base, base);
+    json_object_set_new(w->doc, "_ts", json_integer((json_int_t)(HLC_MS(w->w.hlc) / 1000)));
+    json_object_set_new(w->doc, ct->metadata_field,
+                        json_pack("{s:s,s:I,s:I,s:I,s:o}", "region", r->self->name, "regionId",
+                                  (json_int_t)r->self->id, "lsn", (json_int_t)w->w.lsn, "hlc",
+                                  (json_int_t)w->w.hlc, "base",
+                                  base[0] ? json_string(base) : json_null()));
+    if (ct->auto_version && ct->lww_path)
+        set_path(w->doc, ct->lww_path, json_integer((json_int_t)w->w.hlc));
+    w->w.doc = json_dumps(w->doc, JSON_COMPACT);
+    if (!w->w.doc)
+        return -1;
+    w->w.has_value = entry_path_number(w->w.doc, ct->lww_path, &w->w.value);
+    return 0;
+}
+
+static void wp_answer(struct write_op *w)
+{
+    char v[VERSION_TEXT_MAX], tok[SESSION_TOKEN_TEXT_MAX], etag[VERSION_TEXT_MAX + 4];
+    struct err e;
+    struct downstream *c = w->c;
+    version_format(repl_write_version(&w->w), v);
+    downstream_add_header(c, "X-Meridian-Version", v);
+    if (repl_session_token(w->r, &downstream_request(c)->head, w->w.lsn, tok, &e) == 0)
+        downstream_add_header(c, "X-Session-Token", tok);
+    if (!w->etag) {
+        snprintf(etag, sizeof etag, "\"%s\"", v);
+        downstream_add_header(c, "ETag", etag);
+    }
+    downstream_reply_relay(c, w->status, w->headers, w->headers_len, w->body, w->body_len);
+}
+
+static void wp_committed(void *arg, int rc, const char *reason)
+{
+    struct write_op *w = arg;
+    if (rc < 0) {
+        /* The backend has the write but the journal could not record it:
+         * leave it to recovery, which reads it back. */
+        log_error("journal commit of lsn %llu failed: %s", (unsigned long long)w->w.lsn, reason);
+        w->r->recover_again = true;
+        wp_end_error(w, 500, "journal_failed", reason);
+        return;
+    }
+    if (w->c)
+        wp_answer(w);
+    keylock_release(w->r->locks, w->key, w->klen);
+    wp_free(w);
+}
+
+static void wp_aborted(void *arg, int rc, const char *reason)
+{
+    struct write_op *w = arg;
+    if (w->c)
+        downstream_reply_relay(w->c, w->status, w->headers, w->headers_len, w->body, w->body_len);
+    keylock_release(w->r->locks, w->key, w->klen);
+    wp_free(w);
+}
+
+static void wp_keep_answer(struct write_op *w, const struct backend_answer *a)
+{
+    w->status = a->status;
+    w->headers = strndup(a->headers, a->headers_len);
+    w->headers_len = w->headers ? a->headers_len : 0;
+    w->body = malloc(a->body_len + 1);
+    w->body_len = w->body ? a->body_len : 0;
+    if (w->body)
+        memcpy(w->body, a->body, a->body_len);
+    w->etag = a->etag ? strdup(a->etag) : NULL;
+}
+
+static void wp_backend_done(void *arg, const struct backend_answer *a)
+{
+    struct write_op *w = arg;
+    if (a->status == 0) {
+        /* Unknown whether the backend applied it: recovery decides. */
+        w->r->stats.writes_unknown++;
+        w->r->recover_again = true;
+        wp_end_error(w, a->timeout ? 504 : 502, a->timeout ? "backend_timeout" : "backend_unavailable",
+                     a->error);
+        return;
+    }
+    wp_keep_answer(w, a);
+    if (a->status >= 200 && a->status <= 299)
+        repl_commit_write(w->r, &w->w, wp_committed, w);
+    else
+        repl_abort_write(w->r, w->w.lsn, wp_aborted, w);
+}
+
+static int wp_intent_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct write_op *w = arg;
+    return journal_put_write(txn, w->r->j, &w->w, err);
+}
+
+static void wp_intent_done(void *arg, int rc, const char *reason)
+{
+    struct write_op *w = arg;
+    if (rc < 0) {
+        wp_end_error(w, 500, "journal_failed", reason);
+        return;
+    }
+    const char *method = w->w.is_delete ? "DELETE" : "PUT";
+    const struct hdr_block *head = w->c ? &downstream_request(w->c)->head : NULL;
+    backend_request(w->r->node, method, w->path, head,
+                    w->c ? downstream_client_ip(w->c) : NULL, w->w.doc,
+                    w->w.doc ? strlen(w->w.doc) : 0, wp_backend_done, w);
+}
+
+static void wp_journal(struct write_op *w)
+{
+    struct head_rec h;
+    journal_head(w->r->j, w->ct->name, w->id, &h);
+    if (w->method == HTTP_POST && h.exists && !h.deleted) {
+        wp_end_error(w, 409, "conflict", "a document with this id exists; use PUT to replace it");
+        return;
+    }
+    if (wp_tag(w, &h) < 0) {
+        wp_end_error(w, 500, "internal", "out of memory tagging the document");
+        return;
+    }
+    if (committer_submit(w->r->j->committer, wp_intent_apply, wp_intent_done, w, true) < 0)
+        wp_end_error(w, 500, "internal", "out of memory");
+}
+
+static void wp_patch_read(void *arg, const struct backend_answer *a)
+{
+    struct write_op *w = arg;
+    if (a->status != 200) {
+        wp_end_error(w, a->status == 404 ? 404 : 502, a->status == 404 ? "not_found" : "backend_unavailable",
+                     a->status == 404 ? "PATCH needs an existing document" :
+                     a->error ? a->error : "cannot read the document to patch");
+        return;
+    }
+    json_t *cur = json_loadb(a->body, a->body_len, 0, NULL);
+    if (!json_is_object(cur)) {
+        json_decref(cur);
+        wp_end_error(w, 502, "backend_unavailable", "the stored document is not a JSON object");
+        return;
+    }
+    json_object_del(cur, w->ct->metadata_field);
+    merge_patch(cur, w->doc);
+    json_decref(w->doc);
+    w->doc = cur;
+    wp_journal(w);
+}
+
+static void wp_locked(void *arg)
+{
+    struct write_op *w = arg;
+    w->locked = true;
+    if (w->method == HTTP_PATCH)
+        backend_request(w->r->node, "GET", w->path, NULL, NULL, NULL, 0, wp_patch_read, w);
+    else
+        wp_journal(w);
+}
+
+/* Checks the body: a JSON object without Meridian's metadata field. */
+static const char *wp_parse_body(struct write_op *w, const struct ds_request *req, char *why,
+                                 size_t cap)
+{
+    json_error_t je;
+    w->doc = json_loadb(req->body.p ? req->body.p : "", req->body.len, 0, &je);
+    if (!w->doc) {
+        snprintf(why, cap, "body is not valid JSON: %s at line %d column %d", je.text, je.line,
+                 je.column);
+        return why;
+    }
+    if (!json_is_object(w->doc))
+        return "body must be a JSON object";
+    if (json_object_get(w->doc, w->ct->metadata_field)) {
+        w->r->stats.forged++;
+        snprintf(why, cap, "field '%s' is Meridian's metadata and cannot be written by clients",
+                 w->ct->metadata_field);
+        return why;
+    }
+    return NULL;
+}
+
+/* The document id: from the URL, or for POST from the body's "id" (or a new one). */
+static const char *wp_target(struct write_op *w, const struct ds_request *req)
+{
+    size_t id_len = 0;
+    const char *target = hdr_block_line(&req->head);
+    const char *id = writepath_doc_id(w->ct, target, req->head.line_len, &id_len);
+    if (w->method == HTTP_POST) {
+        if (id)
+            return "POST goes to the container's route; use PUT for a document";
+        json_t *jid = json_object_get(w->doc, "id");
+        if (jid && (!json_is_string(jid) || json_string_length(jid) == 0 ||
+                    strchr(json_string_value(jid), '/')))
+            return "field 'id' must be a non-empty string without '/'";
+        if (!jid) {
+            char gen[48];
+            snprintf(gen, sizeof gen, "%llx-%u", (unsigned long long)repl_hlc_now(w->r),
+                     w->r->self->id);
+            json_object_set_new(w->doc, "id", json_string(gen));
+            jid = json_object_get(w->doc, "id");
+        }
+        w->id = strdup(json_string_value(jid));
+    } else {
+        if (!id)
+            return "a write needs a document id after the container's route";
+        if (id[0] == '_')
+            return "document ids starting with '_' are reserved (_changes, _conflicts)";
+        w->id = strndup(id, id_len);
+    }
+    return w->id ? NULL : "out of memory";
+}
+
+void writepath_start(struct downstream *c, const struct conf_container *ct)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *req = downstream_request(c);
+    struct write_op *w = calloc(1, sizeof *w);
+    char why[512], tok[SESSION_TOKEN_TEXT_MAX];
+    struct err e;
+    if (!w) {
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    *w = (struct write_op){ .r = n->repl, .c = c, .ct = ct, .method = req->method };
+    const char *bad = NULL;
+    if (repl_session_token(w->r, &req->head, 0, tok, &e) < 0)
+        bad = e.msg;
+    if (!bad && w->method != HTTP_DELETE)
+        bad = wp_parse_body(w, req, why, sizeof why);
+    if (!bad)
+        bad = wp_target(w, req);
+    if (bad) {
+        wp_end_error(w, 400, "bad_request", bad);
+        return;
+    }
+    w->klen = repl_key(ct->name, w->id, w->key, sizeof w->key);
+    snprintf(w->path, sizeof w->path, "%s%s", ct->route, w->id);
+    if (w->klen == 0 || strlen(ct->route) + strlen(w->id) >= sizeof w->path) {
+        wp_end_error(w, 400, "bad_request", "document id too long");
+        return;
+    }
+    downstream_backend(c)->write = w;
+    if (keylock_acquire(w->r->locks, w->key, w->klen, wp_locked, w) < 0)
+        wp_end_error(w, 500, "internal", "out of memory");
+}

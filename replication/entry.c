@@ -1,0 +1,256 @@
+#include "entry.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void repl_write_clear(struct repl_write *w)
+{
+    free(w->container);
+    free(w->id);
+    free(w->doc);
+    memset(w, 0, sizeof *w);
+}
+
+static int dup_or_null(char **dst, const char *src)
+{
+    *dst = NULL;
+    if (!src)
+        return 0;
+    *dst = strdup(src);
+    return *dst ? 0 : -1;
+}
+
+int repl_write_copy(struct repl_write *dst, const struct repl_write *src)
+{
+    *dst = *src;
+    dst->container = dst->id = dst->doc = NULL;
+    if (dup_or_null(&dst->container, src->container) < 0 || dup_or_null(&dst->id, src->id) < 0 ||
+        dup_or_null(&dst->doc, src->doc) < 0) {
+        repl_write_clear(dst);
+        return -1;
+    }
+    return 0;
+}
+
+static json_t *version_json(struct version v)
+{
+    char buf[VERSION_TEXT_MAX];
+    if (version_is_none(v))
+        return json_null();
+    version_format(v, buf);
+    return json_string(buf);
+}
+
+static json_t *doc_json(const char *doc)
+{
+    return doc ? json_loads(doc, JSON_DECODE_ANY, NULL) : json_null();
+}
+
+json_t *repl_write_to_json(const struct repl_write *w)
+{
+    json_t *j = json_pack("{s:I,s:I,s:I,s:o,s:b,s:s,s:s,s:o}", "origin", (json_int_t)w->origin,
+                          "lsn", (json_int_t)w->lsn, "hlc", (json_int_t)w->hlc, "base",
+                          version_json(w->base), "delete", w->is_delete, "container",
+                          w->container, "id", w->id, "doc", doc_json(w->doc));
+    if (j && w->has_value)
+        json_object_set_new(j, "value", json_real(w->value));
+    if (j && w->state)
+        json_object_set_new(j, "state", json_integer(w->state));
+    return j;
+}
+
+static int get_u64(const json_t *j, const char *key, uint64_t *out, struct err *err)
+{
+    const json_t *v = json_object_get(j, key);
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return err_set(err, "field '%s' must be a non-negative integer", key);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int get_str(const json_t *j, const char *key, char **out, struct err *err)
+{
+    const json_t *v = json_object_get(j, key);
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return err_set(err, "field '%s' must be a non-empty string", key);
+    *out = strdup(json_string_value(v));
+    return *out ? 0 : err_set(err, "out of memory");
+}
+
+static int get_version(const json_t *j, const char *key, struct version *out, struct err *err)
+{
+    const json_t *v = json_object_get(j, key);
+    *out = VERSION_NONE;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || version_parse(json_string_value(v), json_string_length(v), out) < 0)
+        return err_set(err, "field '%s' must be a version \"REGION:LSN\" or null", key);
+    return 0;
+}
+
+/* A document travels as a JSON object (or null for a delete). */
+static int get_doc(const json_t *j, const char *key, bool is_delete, char **out, struct err *err)
+{
+    const json_t *v = json_object_get(j, key);
+    *out = NULL;
+    if (is_delete && (!v || json_is_null(v)))
+        return 0;
+    if (!json_is_object(v))
+        return err_set(err, "field '%s' must be a JSON object%s", key,
+                       is_delete ? " or null" : "");
+    *out = json_dumps(v, JSON_COMPACT);
+    return *out ? 0 : err_set(err, "out of memory");
+}
+
+int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err)
+{
+    uint64_t origin = 0;
+    memset(w, 0, sizeof *w);
+    if (!json_is_object(j))
+        return err_set(err, "a write must be a JSON object");
+    const json_t *del = json_object_get(j, "delete");
+    if (!json_is_boolean(del))
+        return err_set(err, "field 'delete' must be true or false");
+    w->is_delete = json_is_true(del);
+    if (get_u64(j, "origin", &origin, err) < 0 || get_u64(j, "lsn", &w->lsn, err) < 0 ||
+        get_u64(j, "hlc", &w->hlc, err) < 0 || get_version(j, "base", &w->base, err) < 0)
+        return -1;
+    if (origin == 0 || origin > UINT32_MAX || w->lsn == 0)
+        return err_set(err, "fields 'origin' and 'lsn' must be positive");
+    w->origin = (uint32_t)origin;
+    const json_t *val = json_object_get(j, "value");
+    if (val && json_is_number(val) && isfinite(json_number_value(val))) {
+        w->has_value = true;
+        w->value = json_number_value(val);
+    }
+    const json_t *st = json_object_get(j, "state");
+    if (json_is_integer(st))
+        w->state = (enum write_state)json_integer_value(st);
+    if (get_str(j, "container", &w->container, err) < 0 || get_str(j, "id", &w->id, err) < 0 ||
+        get_doc(j, "doc", w->is_delete, &w->doc, err) < 0) {
+        repl_write_clear(w);
+        return -1;
+    }
+    return 0;
+}
+
+void clog_entry_clear(struct clog_entry *e)
+{
+    repl_write_clear(&e->w);
+    free(e->head_doc);
+    memset(e, 0, sizeof *e);
+}
+
+static const char *const outcome_names[] = { "confirmed", "superseded" };
+
+json_t *clog_entry_to_json(const struct clog_entry *e)
+{
+    json_t *w = repl_write_to_json(&e->w);
+    if (!w)
+        return NULL;
+    json_object_del(w, "state");
+    json_t *j = json_pack("{s:I,s:o,s:s,s:s}", "crts", (json_int_t)e->crts, "write", w,
+                          "outcome", outcome_names[e->outcome], "conflict",
+                          lww_conflict_name(e->conflict));
+    if (j && e->outcome == LWW_SUPERSEDED)
+        json_object_set_new(j, "head",
+                            json_pack("{s:o,s:I,s:b,s:o}", "version", version_json(e->head),
+                                      "hlc", (json_int_t)e->head_hlc, "delete", e->head_delete,
+                                      "doc", doc_json(e->head_doc)));
+    return j;
+}
+
+static int parse_outcome(const json_t *j, struct clog_entry *e, struct err *err)
+{
+    const char *o = json_string_value(json_object_get(j, "outcome"));
+    const char *k = json_string_value(json_object_get(j, "conflict"));
+    if (!o || (strcmp(o, "confirmed") && strcmp(o, "superseded")))
+        return err_set(err, "field 'outcome' must be \"confirmed\" or \"superseded\"");
+    e->outcome = strcmp(o, "confirmed") == 0 ? LWW_CONFIRMED : LWW_SUPERSEDED;
+    e->conflict = LWW_NO_CONFLICT;
+    for (int i = LWW_NO_CONFLICT; k && i <= LWW_DELETE; i++)
+        if (strcmp(k, lww_conflict_name((enum lww_conflict)i)) == 0)
+            e->conflict = (enum lww_conflict)i;
+    return 0;
+}
+
+static int parse_head(const json_t *h, struct clog_entry *e, struct err *err)
+{
+    const json_t *del = json_object_get(h, "delete");
+    if (!json_is_object(h) || !json_is_boolean(del))
+        return err_set(err, "a superseded entry needs a 'head' object with 'delete'");
+    e->head_delete = json_is_true(del);
+    if (get_version(h, "version", &e->head, err) < 0 || get_u64(h, "hlc", &e->head_hlc, err) < 0)
+        return -1;
+    return get_doc(h, "doc", e->head_delete, &e->head_doc, err);
+}
+
+int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err)
+{
+    memset(e, 0, sizeof *e);
+    if (!json_is_object(j))
+        return err_set(err, "a log entry must be a JSON object");
+    if (get_u64(j, "crts", &e->crts, err) < 0 || parse_outcome(j, e, err) < 0 ||
+        repl_write_from_json(json_object_get(j, "write"), &e->w, err) < 0)
+        return -1;
+    if (e->outcome == LWW_CONFIRMED) {
+        e->head = repl_write_version(&e->w);
+        e->head_hlc = e->w.hlc;
+        e->head_delete = e->w.is_delete;
+        if (dup_or_null(&e->head_doc, e->w.doc) < 0)
+            goto fail;
+        return 0;
+    }
+    if (parse_head(json_object_get(j, "head"), e, err) == 0)
+        return 0;
+fail:
+    clog_entry_clear(e);
+    return -1;
+}
+
+char *entry_dump(json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    return text;
+}
+
+struct lww_write repl_write_lww(const struct repl_write *w)
+{
+    return (struct lww_write){
+        .version = repl_write_version(w),
+        .base = w->base,
+        .hlc = w->hlc,
+        .is_delete = w->is_delete,
+        .has_value = w->has_value,
+        .value = w->value,
+    };
+}
+
+bool entry_path_number(const char *doc, const char *path, double *out)
+{
+    if (!doc || !path || path[0] != '/')
+        return false;
+    json_t *root = json_loads(doc, 0, NULL);
+    json_t *cur = root;
+    const char *p = path;
+    while (cur && *p == '/') {
+        const char *end = strchr(p + 1, '/');
+        size_t n = end ? (size_t)(end - p - 1) : strlen(p + 1);
+        char seg[256];
+        if (n >= sizeof seg)
+            cur = NULL;
+        else {
+            memcpy(seg, p + 1, n);
+            seg[n] = '\0';
+            cur = json_object_get(cur, seg);
+        }
+        p += n + 1;
+    }
+    bool ok = cur && json_is_number(cur) && isfinite(json_number_value(cur));
+    if (ok)
+        *out = json_number_value(cur);
+    json_decref(root);
+    return ok;
+}

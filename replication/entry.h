@@ -1,0 +1,72 @@
+/* entry: the records replication moves around: one region's write (journal
+ * entry and shipped frame) and one decision of the hub (confirmed-log entry),
+ * with their JSON forms. Pure: encoding, decoding and validation, no I/O.
+ * Decoding never trusts its input: a bad frame is an error naming the field. */
+#ifndef MERIDIAN_ENTRY_H
+#define MERIDIAN_ENTRY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../resolver/lww.h"
+#include "../util/err.h"
+#include "version.h"
+
+enum write_state { WRITE_INTENT = 1, WRITE_COMMITTED = 2 };
+
+/* One write of one key, as its origin region tagged and journaled it. */
+struct repl_write {
+    uint32_t origin;
+    uint64_t lsn;
+    uint64_t hlc;
+    struct version base;
+    bool is_delete;
+    enum write_state state;  /* journal only; not shipped */
+    bool has_value;          /* the container's LWW path held a number */
+    double value;
+    char *container;
+    char *id;
+    char *doc;               /* tagged JSON text; NULL for a delete */
+};
+
+/* One decision of the hub, in crts order. */
+struct clog_entry {
+    uint64_t crts;
+    struct repl_write w;             /* the write decided */
+    enum lww_outcome outcome;
+    enum lww_conflict conflict;
+    /* The head after the decision: w itself when confirmed, the winner when
+     * w was superseded. */
+    struct version head;
+    uint64_t head_hlc;
+    bool head_delete;
+    char *head_doc;                  /* NULL for a tombstone */
+};
+
+static inline struct version repl_write_version(const struct repl_write *w)
+{
+    return (struct version){ w->origin, w->lsn };
+}
+
+void repl_write_clear(struct repl_write *w);
+int repl_write_copy(struct repl_write *dst, const struct repl_write *src) MUST_CHECK;
+json_t *repl_write_to_json(const struct repl_write *w);
+int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err) MUST_CHECK;
+
+void clog_entry_clear(struct clog_entry *e);
+json_t *clog_entry_to_json(const struct clog_entry *e);
+int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err) MUST_CHECK;
+
+/* Compact JSON text of `j`, which it releases; the caller frees the text.
+ * NULL when j is NULL or memory runs out. */
+char *entry_dump(json_t *j);
+
+/* The LWW input of a write (value read from `path` of its document). */
+struct lww_write repl_write_lww(const struct repl_write *w);
+
+/* Number at JSON pointer `path` ("/a/b") of `doc`; false when missing or not
+ * numeric (or path NULL). */
+bool entry_path_number(const char *doc, const char *path, double *out);
+
+#endif

@@ -1,0 +1,400 @@
+#include "journal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define JOURNAL_MAP_SIZE ((size_t)2 << 30)
+
+static void be64_put(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (unsigned char)(v & 0xff);
+}
+
+static uint64_t be64_get(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+size_t journal_key(const char *container, const char *id, char *buf, size_t cap)
+{
+    size_t cl = strlen(container), il = strlen(id);
+    if (cl + 1 + il > cap || cl + 1 + il > 511)
+        return 0;
+    memcpy(buf, container, cl);
+    buf[cl] = '\0';
+    memcpy(buf + cl + 1, id, il);
+    return cl + 1 + il;
+}
+
+static int mkdir_p(const char *dir, struct err *err)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+            return err_set(err, "cannot create %s: %s", path, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0755) < 0 && errno != EEXIST)
+        return err_set(err, "cannot create %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int open_dbs(struct journal *j, struct err *err)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &j->meta);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "writes", MDB_CREATE, &j->writes);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "heads", MDB_CREATE, &j->heads);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "clog", MDB_CREATE, &j->clog);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "decided", MDB_CREATE, &j->decided);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "cheads", MDB_CREATE, &j->cheads);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return err_set(err, "replication state: %s", mdb_strerror(rc));
+    }
+    j->next_lsn = journal_get_meta(txn, j, "next_lsn");
+    j->applied_crts = journal_get_meta(txn, j, "applied_crts");
+    j->hlc_persisted = journal_get_meta(txn, j, "hlc");
+    MDB_cursor *cur;
+    MDB_val k, v;
+    if (mdb_cursor_open(txn, j->clog, &cur) == 0) {
+        if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+            j->stored_crts = be64_get(k.mv_data);
+        mdb_cursor_close(cur);
+    }
+    if (j->next_lsn == 0)
+        j->next_lsn = 1;
+    rc = mdb_txn_commit(txn);
+    return rc ? err_set(err, "replication state: %s", mdb_strerror(rc)) : 0;
+}
+
+int journal_open(struct event_base *base, const char *dir, uint32_t region, struct journal **out,
+                 struct err *err)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/replication", dir);
+    if (mkdir_p(path, err) < 0)
+        return -1;
+    struct journal *j = calloc(1, sizeof *j);
+    if (!j)
+        return err_set(err, "out of memory");
+    j->region = region;
+    int rc = mdb_env_create(&j->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(j->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(j->env, JOURNAL_MAP_SIZE);
+    if (rc == 0)
+        rc = mdb_env_open(j->env, path, MDB_NOSYNC | MDB_NOTLS, 0644);
+    if (rc != 0) {
+        err_set(err, "replication state in %s: %s", path, mdb_strerror(rc));
+        goto fail;
+    }
+    if (open_dbs(j, err) < 0 || committer_open(base, j->env, &j->committer, err) < 0)
+        goto fail;
+    *out = j;
+    return 0;
+fail:
+    if (j->env)
+        mdb_env_close(j->env);
+    free(j);
+    return -1;
+}
+
+void journal_close(struct journal *j)
+{
+    if (!j)
+        return;
+    committer_close(j->committer);
+    if (j->rtxn)
+        mdb_txn_abort(j->rtxn);
+    mdb_env_sync(j->env, 1);
+    mdb_env_close(j->env);
+    free(j);
+}
+
+/* The loop's read transaction: renewed per use so it sees the latest commit. */
+static MDB_txn *rtxn(struct journal *j)
+{
+    if (j->rtxn) {
+        mdb_txn_reset(j->rtxn);
+        if (mdb_txn_renew(j->rtxn) == 0)
+            return j->rtxn;
+        mdb_txn_abort(j->rtxn);
+        j->rtxn = NULL;
+    }
+    if (mdb_txn_begin(j->env, NULL, MDB_RDONLY, &j->rtxn) != 0)
+        j->rtxn = NULL;
+    return j->rtxn;
+}
+
+/* Heads are stored as fixed-size records. */
+struct head_disk {
+    uint64_t lsn, hlc, crts;
+    uint32_t region, pending;
+    uint8_t deleted;
+    uint8_t pad[7];
+};
+
+static int head_get(MDB_txn *txn, struct journal *j, const char *container, const char *id,
+                    struct head_rec *out)
+{
+    char key[512];
+    memset(out, 0, sizeof *out);
+    MDB_val k = { journal_key(container, id, key, sizeof key), key }, v;
+    if (k.mv_size == 0 || mdb_get(txn, j->heads, &k, &v) != 0 || v.mv_size != sizeof(struct head_disk))
+        return 0;
+    struct head_disk d;
+    memcpy(&d, v.mv_data, sizeof d);
+    *out = (struct head_rec){ .exists = true, .version = { d.region, d.lsn }, .hlc = d.hlc,
+                              .crts = d.crts, .pending = d.pending, .deleted = d.deleted };
+    return 0;
+}
+
+int journal_head(struct journal *j, const char *container, const char *id, struct head_rec *out)
+{
+    MDB_txn *txn = rtxn(j);
+    if (!txn) {
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    return head_get(txn, j, container, id, out);
+}
+
+int journal_get_head_txn(MDB_txn *txn, struct journal *j, const char *container, const char *id,
+                         struct head_rec *out)
+{
+    return head_get(txn, j, container, id, out);
+}
+
+int journal_put_head(MDB_txn *txn, struct journal *j, const char *container, const char *id,
+                     const struct head_rec *h, struct err *err)
+{
+    char key[512];
+    struct head_disk d = { .lsn = h->version.lsn, .hlc = h->hlc, .crts = h->crts,
+                           .region = h->version.region, .pending = h->pending,
+                           .deleted = h->deleted };
+    MDB_val k = { journal_key(container, id, key, sizeof key), key }, v = { sizeof d, &d };
+    if (k.mv_size == 0)
+        return err_set(err, "key too long");
+    int rc = mdb_put(txn, j->heads, &k, &v, 0);
+    return rc ? err_set(err, "heads: %s", mdb_strerror(rc)) : 0;
+}
+
+static int put_json_at(MDB_txn *txn, MDB_dbi dbi, uint64_t at, const char *json, size_t len,
+                       struct err *err)
+{
+    unsigned char kb[8];
+    be64_put(kb, at);
+    MDB_val k = { 8, kb }, v = { len, (void *)json };
+    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    return rc ? err_set(err, "%s", mdb_strerror(rc)) : 0;
+}
+
+int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
+                      struct err *err)
+{
+    char *text = entry_dump(repl_write_to_json(w));
+    if (!text)
+        return err_set(err, "out of memory encoding a journal entry");
+    int rc = put_json_at(txn, j->writes, w->lsn, text, strlen(text), err);
+    free(text);
+    if (rc == 0 && w->lsn >= journal_get_meta(txn, j, "next_lsn"))
+        rc = journal_put_meta(txn, j, "next_lsn", w->lsn + 1, err);
+    if (rc == 0 && w->hlc > journal_get_meta(txn, j, "hlc"))
+        rc = journal_put_meta(txn, j, "hlc", w->hlc, err);
+    return rc;
+}
+
+int journal_del_write(MDB_txn *txn, struct journal *j, uint64_t lsn, struct err *err)
+{
+    unsigned char kb[8];
+    be64_put(kb, lsn);
+    MDB_val k = { 8, kb };
+    int rc = mdb_del(txn, j->writes, &k, NULL);
+    return rc && rc != MDB_NOTFOUND ? err_set(err, "%s", mdb_strerror(rc)) : 0;
+}
+
+int journal_put_clog(MDB_txn *txn, struct journal *j, uint64_t crts, const char *json,
+                     size_t len, struct err *err)
+{
+    return put_json_at(txn, j->clog, crts, json, len, err);
+}
+
+int journal_put_meta(MDB_txn *txn, struct journal *j, const char *name, uint64_t v,
+                     struct err *err)
+{
+    unsigned char vb[8];
+    be64_put(vb, v);
+    MDB_val k = { strlen(name), (void *)name }, val = { 8, vb };
+    int rc = mdb_put(txn, j->meta, &k, &val, 0);
+    return rc ? err_set(err, "meta %s: %s", name, mdb_strerror(rc)) : 0;
+}
+
+uint64_t journal_get_meta(MDB_txn *txn, struct journal *j, const char *name)
+{
+    MDB_val k = { strlen(name), (void *)name }, v;
+    if (mdb_get(txn, j->meta, &k, &v) != 0 || v.mv_size != 8)
+        return 0;
+    return be64_get(v.mv_data);
+}
+
+struct chead_disk {
+    uint64_t lsn, base_lsn, hlc, crts;
+    double value;
+    uint32_t region, base_region;
+    uint8_t is_delete, has_value;
+    uint8_t pad[6];
+};
+
+int journal_chead_get(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
+                      struct chead_rec *out)
+{
+    MDB_val k = { klen, (void *)key }, v;
+    memset(out, 0, sizeof *out);
+    if (mdb_get(txn, j->cheads, &k, &v) != 0 || v.mv_size != sizeof(struct chead_disk))
+        return 0;
+    struct chead_disk d;
+    memcpy(&d, v.mv_data, sizeof d);
+    out->exists = true;
+    out->crts = d.crts;
+    out->w = (struct lww_write){ .version = { d.region, d.lsn }, .base = { d.base_region, d.base_lsn },
+                                 .hlc = d.hlc, .is_delete = d.is_delete, .has_value = d.has_value,
+                                 .value = d.value };
+    return 0;
+}
+
+int journal_chead_put(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
+                      const struct chead_rec *c, struct err *err)
+{
+    struct chead_disk d = { .lsn = c->w.version.lsn, .base_lsn = c->w.base.lsn, .hlc = c->w.hlc,
+                            .crts = c->crts, .value = c->w.value, .region = c->w.version.region,
+                            .base_region = c->w.base.region, .is_delete = c->w.is_delete,
+                            .has_value = c->w.has_value };
+    MDB_val k = { klen, (void *)key }, v = { sizeof d, &d };
+    int rc = mdb_put(txn, j->cheads, &k, &v, 0);
+    return rc ? err_set(err, "confirmed heads: %s", mdb_strerror(rc)) : 0;
+}
+
+uint64_t journal_decided_get(MDB_txn *txn, struct journal *j, uint32_t origin)
+{
+    unsigned char kb[8];
+    be64_put(kb, origin);
+    MDB_val k = { 8, kb }, v;
+    if (mdb_get(txn, j->decided, &k, &v) != 0 || v.mv_size != 8)
+        return 0;
+    return be64_get(v.mv_data);
+}
+
+int journal_decided_put(MDB_txn *txn, struct journal *j, uint32_t origin, uint64_t lsn,
+                        struct err *err)
+{
+    unsigned char kb[8], vb[8];
+    be64_put(kb, origin);
+    be64_put(vb, lsn);
+    MDB_val k = { 8, kb }, v = { 8, vb };
+    int rc = mdb_put(txn, j->decided, &k, &v, 0);
+    return rc ? err_set(err, "decided: %s", mdb_strerror(rc)) : 0;
+}
+
+int journal_clog_get(MDB_txn *txn, struct journal *j, uint64_t crts, struct clog_entry *out,
+                     struct err *err)
+{
+    unsigned char kb[8];
+    be64_put(kb, crts);
+    MDB_val k = { 8, kb }, v;
+    if (mdb_get(txn, j->clog, &k, &v) != 0)
+        return err_set(err, "confirmed-log entry %llu missing", (unsigned long long)crts);
+    json_error_t je;
+    json_t *root = json_loadb(v.mv_data, v.mv_size, 0, &je);
+    int rc = clog_entry_from_json(root, out, err);
+    json_decref(root);
+    return rc;
+}
+
+/* Walks a u64-keyed database from `after` (exclusive) upwards. */
+static int scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, size_t max,
+                    int (*cb)(void *, uint64_t, const MDB_val *), void *arg)
+{
+    MDB_cursor *cur;
+    unsigned char kb[8];
+    be64_put(kb, after + 1);
+    MDB_val k = { 8, kb }, v;
+    if (mdb_cursor_open(txn, dbi, &cur) != 0)
+        return -1;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    for (size_t n = 0; rc == 0 && n < max; n++) {
+        uint64_t at = be64_get(k.mv_data);
+        if (at > upto || cb(arg, at, &v))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    return 0;
+}
+
+struct write_scan {
+    int (*cb)(void *, const struct repl_write *);
+    void *arg;
+};
+
+static int write_scan_one(void *arg, uint64_t lsn, const MDB_val *v)
+{
+    struct write_scan *ws = arg;
+    struct repl_write w;
+    struct err e;
+    json_t *root = json_loadb(v->mv_data, v->mv_size, 0, NULL);
+    int rc = repl_write_from_json(root, &w, &e);
+    json_decref(root);
+    if (rc < 0)
+        return 0; /* unreadable entries are skipped, never fatal */
+    rc = ws->cb(ws->arg, &w);
+    repl_write_clear(&w);
+    return rc;
+}
+
+int journal_scan_writes(struct journal *j, uint64_t after, size_t max,
+                        int (*cb)(void *arg, const struct repl_write *w), void *arg)
+{
+    MDB_txn *txn = rtxn(j);
+    struct write_scan ws = { cb, arg };
+    return txn ? scan_u64(txn, j->writes, after, UINT64_MAX, max, write_scan_one, &ws) : -1;
+}
+
+struct clog_scan {
+    int (*cb)(void *, uint64_t, const char *, size_t);
+    void *arg;
+};
+
+static int clog_scan_one(void *arg, uint64_t crts, const MDB_val *v)
+{
+    struct clog_scan *cs = arg;
+    return cs->cb(cs->arg, crts, v->mv_data, v->mv_size);
+}
+
+int journal_scan_clog(struct journal *j, uint64_t after, uint64_t upto, size_t max,
+                      int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
+                      void *arg)
+{
+    MDB_txn *txn = rtxn(j);
+    struct clog_scan cs = { cb, arg };
+    return txn ? scan_u64(txn, j->clog, after, upto, max, clog_scan_one, &cs) : -1;
+}

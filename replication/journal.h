@@ -1,0 +1,98 @@
+/* journal: a region's durable replication state in LMDB, under
+ * DATA_DIR/replication: the journal of its own writes (intent → committed,
+ * dropped once the hub's decision on it is applied here), the per-key heads
+ * index (with tombstones), the confirmed log this region holds, and, at the
+ * hub, the confirmed heads and per-origin "decided up to" marks. Every change
+ * goes through one committer thread (group commit); reads run on the loop
+ * against LMDB's memory map. Never half-applies a job. */
+#ifndef MERIDIAN_JOURNAL_H
+#define MERIDIAN_JOURNAL_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../util/committer.h"
+#include "../util/err.h"
+#include "entry.h"
+
+struct event_base;
+
+/* What this region's backend holds for a key, as far as replication knows. */
+struct head_rec {
+    bool exists;
+    struct version version;  /* the write the backend holds */
+    uint64_t hlc;
+    uint64_t crts;           /* confirmed-log position it reflects; 0 while tentative */
+    uint32_t pending;        /* own writes committed here, not yet decided and applied */
+    bool deleted;            /* tombstone */
+};
+
+/* The hub's confirmed head of a key. */
+struct chead_rec {
+    bool exists;
+    struct lww_write w;
+    uint64_t crts;           /* its confirmed-log entry */
+};
+
+struct journal {
+    MDB_env *env;
+    MDB_dbi meta, writes, heads, clog, decided, cheads;
+    struct committer *committer;
+    MDB_txn *rtxn;           /* the loop's read transaction, reset between uses */
+    uint32_t region;
+    /* Loop-thread copies of meta, advanced by job completions. */
+    uint64_t next_lsn;       /* next LSN to assign */
+    uint64_t applied_crts;   /* confirmed-log position applied to the backend */
+    uint64_t stored_crts;    /* highest confirmed-log entry held here */
+    uint64_t hlc_persisted;  /* last HLC recorded, so restarts never go back */
+};
+
+int journal_open(struct event_base *base, const char *dir, uint32_t region, struct journal **out,
+                 struct err *err) MUST_CHECK;
+void journal_close(struct journal *j);
+
+/* Keys are "container\0id". Returns the length written into buf (at least
+ * 512 bytes), or 0 when too long for LMDB. */
+size_t journal_key(const char *container, const char *id, char *buf, size_t cap);
+
+/* --- reads on the loop thread ------------------------------------------- */
+int journal_head(struct journal *j, const char *container, const char *id, struct head_rec *out);
+int journal_chead_get(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
+                      struct chead_rec *out);
+
+/* Calls cb for the journal's writes with lsn > after, ascending, at most max;
+ * cb returns nonzero to stop. */
+int journal_scan_writes(struct journal *j, uint64_t after, size_t max,
+                        int (*cb)(void *arg, const struct repl_write *w), void *arg);
+
+/* Calls cb with the raw JSON of confirmed-log entries with crts > after and
+ * <= upto, ascending, at most max; cb returns nonzero to stop. */
+int journal_scan_clog(struct journal *j, uint64_t after, uint64_t upto, size_t max,
+                      int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
+                      void *arg);
+
+/* --- changes, run on the committer thread inside one transaction ------- */
+int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
+                      struct err *err);
+int journal_del_write(MDB_txn *txn, struct journal *j, uint64_t lsn, struct err *err);
+int journal_put_head(MDB_txn *txn, struct journal *j, const char *container, const char *id,
+                     const struct head_rec *h, struct err *err);
+int journal_get_head_txn(MDB_txn *txn, struct journal *j, const char *container, const char *id,
+                         struct head_rec *out);
+int journal_put_clog(MDB_txn *txn, struct journal *j, uint64_t crts, const char *json,
+                     size_t len, struct err *err);
+int journal_put_meta(MDB_txn *txn, struct journal *j, const char *name, uint64_t v,
+                     struct err *err);
+uint64_t journal_get_meta(MDB_txn *txn, struct journal *j, const char *name);
+int journal_chead_put(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
+                      const struct chead_rec *c, struct err *err);
+uint64_t journal_decided_get(MDB_txn *txn, struct journal *j, uint32_t origin);
+int journal_decided_put(MDB_txn *txn, struct journal *j, uint32_t origin, uint64_t lsn,
+                        struct err *err);
+/* Reads clog[crts] inside a write transaction. */
+int journal_clog_get(MDB_txn *txn, struct journal *j, uint64_t crts, struct clog_entry *out,
+                     struct err *err);
+
+#endif
