@@ -30,7 +30,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -455,7 +454,9 @@ static void embedded_op_free(struct embedded_op *op)
 static json_t *embedded_parse_object(const char *body, size_t len, struct err *err)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(body ? body : "", body ? len : 0, 0, &jerr);
+    /* JSON_DECODE_ANY: a scalar is valid JSON, and the client should hear
+     * that it is the wrong type rather than a parse error. */
+    json_t *doc = json_loadb(body ? body : "", body ? len : 0, JSON_DECODE_ANY, &jerr);
 
     if (!doc) {
         err_set(err, "body is not valid JSON: %s at line %d column %d", jerr.text, jerr.line,
@@ -594,11 +595,11 @@ static int embedded_prepare(struct embedded *st, struct embedded_op *op,
                             const struct store_request *req, const struct docpath *dp,
                             struct err *err)
 {
+    op->coll_len = dp->coll_len;
     if (op->kind == EMBEDDED_DELETE)
         op->key = embedded_key_make(dp->coll, dp->coll_len, dp->id, dp->id_len, &op->key_len);
     else if (embedded_prepare_body(op, req, dp, err) < 0)
         return -1;
-    op->coll_len = dp->coll_len;
     op->if_match = req->if_match ? strdup(req->if_match) : NULL;
     op->if_none_match = req->if_none_match ? strdup(req->if_none_match) : NULL;
     if (!op->key || (op->kind != EMBEDDED_DELETE && (!op->doc || !op->location)) ||
@@ -766,11 +767,30 @@ static int embedded_meta_put_seq(struct embedded *st, MDB_txn *txn, uint64_t seq
     return 0;
 }
 
-/* Runs the whole batch in one write txn and one durable commit. */
+/* Applies every op of the batch inside `txn`, in queue order, so each op's
+ * checks see the ops before it. Returns 1 when there is something to commit,
+ * 0 when every op was refused, -1 on an LMDB failure. */
+static int embedded_apply_all(struct embedded *st, MDB_txn *txn, struct embedded_op *batch,
+                              struct err *err)
+{
+    uint64_t seq0, seq;
+
+    if (embedded_meta_seq(st, txn, &seq0, err) < 0)
+        return -1;
+    seq = seq0;
+    for (struct embedded_op *op = batch; op; op = op->next)
+        if (embedded_apply_op(st, txn, op, &seq, err) < 0)
+            return -1;
+    if (seq == seq0)
+        return 0;
+    return embedded_meta_put_seq(st, txn, seq, err) < 0 ? -1 : 1;
+}
+
+/* Runs the whole batch in one write txn and one durable commit; when any of
+ * it fails, all of it does. */
 static void embedded_apply_batch(struct embedded *st, struct embedded_op *batch)
 {
     MDB_txn *txn;
-    uint64_t seq0, seq;
     struct err err;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 
@@ -779,19 +799,14 @@ static void embedded_apply_batch(struct embedded *st, struct embedded_op *batch)
         embedded_batch_fail(batch, err.msg);
         return;
     }
-    if (embedded_meta_seq(st, txn, &seq0, &err) < 0)
-        goto fail;
-    seq = seq0;
-    for (struct embedded_op *op = batch; op; op = op->next)
-        if (embedded_apply_op(st, txn, op, &seq, &err) < 0)
-            goto fail;
-    if (seq == seq0) {
-        /* Every op was refused: nothing to make durable. */
+    rc = embedded_apply_all(st, txn, batch, &err);
+    if (rc <= 0) {
+        /* Nothing to make durable, or nothing may be: no fsync either way. */
         mdb_txn_abort(txn);
+        if (rc < 0)
+            embedded_batch_fail(batch, err.msg);
         return;
     }
-    if (embedded_meta_put_seq(st, txn, seq, &err) < 0)
-        goto fail;
     rc = mdb_txn_commit(txn);
     if (rc != 0) {
         err_set(&err, "commit failed: %s", mdb_strerror(rc));
@@ -801,10 +816,6 @@ static void embedded_apply_batch(struct embedded *st, struct embedded_op *batch)
     pthread_mutex_lock(&st->lock);
     st->commits++;
     pthread_mutex_unlock(&st->lock);
-    return;
-fail:
-    mdb_txn_abort(txn);
-    embedded_batch_fail(batch, err.msg);
 }
 
 /* Hands a finished batch to the loop thread, in queue order. */

@@ -12,9 +12,13 @@
  *   GET    {coll}{id}   the document; HEAD the same without body
  *   DELETE {coll}{id}   remove (200), 404 if absent
  *   GET    {coll}       list documents in id order: ?limit=N (default 100, max 1000)&after=ID
- * Every answer carries an ETag; If-Match (412 on mismatch) and If-None-Match: *
- * (412 if it exists) are honoured on writes. Errors are JSON:
- * {"error": "...", "reason": "..."}. */
+ *                        -> {"documents":[...],"count":N,"next":"<last id>"|null}
+ * Ids are one percent-decoded path segment (no NUL, no '/', valid UTF-8).
+ * Every success carries an ETag: the store's write sequence at the document's
+ * last write (for a listing, the current one), so it changes on every write and
+ * survives restarts. If-Match (412 on mismatch) and If-None-Match: * (412 if it
+ * exists) are honoured on writes. Errors are JSON:
+ * {"error": "...", "reason": "..."} (405 adds "allow"). */
 #ifndef MERIDIAN_EMBEDDED_H
 #define MERIDIAN_EMBEDDED_H
 
