@@ -111,6 +111,7 @@ static const struct conf_key account_keys[] = {
     KEY("consistency", K_ENUM, IN_CONF(consistency), "session", RELOADABLE,
         .words = consistency_words),
     KEY("bounded_staleness", K_MAP, 0, NULL, 0, .sub = &staleness_table),
+    KEY("max_clock_drift_ms", K_U32, IN_CONF(max_clock_drift_ms), "60000", RELOADABLE, .min = 1),
 };
 DEFINE_TABLE(account_table, account_keys, 0, 0);
 

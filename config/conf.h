@@ -84,6 +84,8 @@ struct conf {
     enum consistency consistency;/* account.consistency, default session */
     uint64_t max_lag_versions;   /* account.bounded_staleness.max_lag_versions, default 100000 */
     uint32_t max_lag_seconds;    /* account.bounded_staleness.max_lag_seconds, default 300 */
+    uint32_t max_clock_drift_ms; /* account.max_clock_drift_ms: a peer clock further ahead
+                                    is refused, not adopted; default 60000 */
     struct conf_region *regions; /* in file order; regions[0] is the hub */
     size_t n_regions;
     struct conf_container *containers;

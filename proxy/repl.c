@@ -14,8 +14,6 @@
 #include "node.h"
 #include "upstream.h"
 
-#define REPL_MAX_DRIFT_MS 60000
-
 size_t repl_key(const char *container, const char *id, char *buf, size_t cap)
 {
     return journal_key(container, id, buf, cap);
@@ -462,6 +460,7 @@ static void abort_done(void *arg, int rc, const char *reason)
     if (rc == 0)
         aj->r->stats.writes_aborted++;
     aj->done(aj->arg, rc, reason);
+    shipper_kick(aj->r); /* an intent ahead of committed entries may have held them back */
     free(aj);
 }
 
@@ -515,7 +514,7 @@ int repl_init(struct node *n, struct err *err)
     r->is_hub = r->self == r->hub;
     r->topology = 1;
     TAILQ_INIT(&r->streams);
-    hlc_init(&r->hlc, REPL_MAX_DRIFT_MS);
+    hlc_init(&r->hlc, n->conf->max_clock_drift_ms);
     if (journal_open(n->base, n->data_dir, r->self->id, &r->j, err) < 0)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
