@@ -35,6 +35,18 @@ static void apply_free(struct apply_op *op)
     free(op);
 }
 
+/* Shutting down: the applied position says where to resume next time. */
+static bool apply_closing(struct apply_op *op)
+{
+    struct repl *r = op->r;
+    if (!r->closing)
+        return false;
+    keylock_release(r->locks, op->key, op->klen);
+    apply_free(op);
+    r->applying = false;
+    return true;
+}
+
 static void apply_fail(struct apply_op *op, const char *why)
 {
     struct repl *r = op->r;
@@ -62,6 +74,8 @@ static void apply_committed(void *arg, int rc, const char *reason)
 {
     struct apply_op *op = arg;
     struct repl *r = op->r;
+    if (apply_closing(op))
+        return;
     if (rc < 0) {
         apply_fail(op, reason);
         return;
@@ -87,6 +101,8 @@ static void apply_record(struct apply_op *op)
 static void apply_backend_done(void *arg, const struct backend_answer *a)
 {
     struct apply_op *op = arg;
+    if (apply_closing(op))
+        return;
     bool ok = (a->status >= 200 && a->status <= 299) || (op->e.head_delete && a->status == 404);
     if (!ok) {
         char why[300];
@@ -113,6 +129,8 @@ static void apply_locked(void *arg)
     struct apply_op *op = arg;
     struct repl *r = op->r;
     struct head_rec h;
+    if (apply_closing(op))
+        return;
     journal_head(r->j, op->e.w.container, op->e.w.id, &h);
     op->own = op->e.w.origin == r->self->id;
     uint32_t pending = h.pending;
@@ -162,7 +180,7 @@ static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
 void applier_kick(struct repl *r)
 {
     struct journal *j = r->j;
-    if (r->applying || j->applied_crts >= j->stored_crts)
+    if (r->closing || r->applying || j->applied_crts >= j->stored_crts)
         return;
     struct apply_op *op = calloc(1, sizeof *op);
     if (!op)

@@ -507,6 +507,14 @@ static int on_header_value_complete(llhttp_t *p)
     return hdr_block_end_value(&c->req.head);
 }
 
+/* The peer port carries batches of documents, each up to max_body_bytes
+ * plus Meridian's metadata. */
+static uint64_t ds_body_limit(const struct downstream *c)
+{
+    uint64_t limit = c->node->conf->limits.max_body_bytes;
+    return c->peer ? 4 * limit + 65536 : limit;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct downstream *c = p->data;
@@ -519,7 +527,7 @@ static int on_headers_complete(llhttp_t *p)
     size_t n = 0;
     const char *expect = hdr_block_get(&r->head, "expect", &n);
     r->expect_continue = expect && headers_token_eq(expect, n, "100-continue");
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->node->conf->limits.max_body_bytes)
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > ds_body_limit(c))
         return ds_refuse(c, 413, "request body exceeds max_body_bytes");
     ds_set_state(c, DS_READ_BODY);
     bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
@@ -531,7 +539,7 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct downstream *c = p->data;
-    if (c->req.body.len + len > c->node->conf->limits.max_body_bytes)
+    if (c->req.body.len + len > ds_body_limit(c))
         return ds_refuse(c, 413, "request body exceeds max_body_bytes");
     return sbuf_add(&c->req.body, at, len);
 }

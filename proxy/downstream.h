@@ -44,6 +44,7 @@ struct ds_backend {
     struct embedded_op *sop;
     struct write_op *write;      /* a replicated write in progress */
     struct peer_stream *stream;  /* a confirmed-log stream being served */
+    struct ship_req *ship;       /* a shipped batch being decided */
     bool paused;                 /* the backend's reads wait for the client */
 };
 

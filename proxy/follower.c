@@ -30,6 +30,8 @@ static void follow_store(struct repl *r);
 static void follow_retry(struct repl *r, const char *why)
 {
     r->follow = NULL;
+    if (r->closing)
+        return;
     r->follow_backoff_ms = r->follow_backoff_ms ? r->follow_backoff_ms * 2 : FOLLOW_BACKOFF_MIN_MS;
     if (r->follow_backoff_ms > FOLLOW_BACKOFF_MAX_MS)
         r->follow_backoff_ms = FOLLOW_BACKOFF_MAX_MS;
@@ -68,7 +70,7 @@ static void store_done(void *arg, int rc, const char *reason)
     }
     free(sj->lines);
     free(sj);
-    if (rc == 0 && r->follow_batch.len)
+    if (rc == 0 && r->follow_batch.len && !r->closing)
         follow_store(r);
     else if (rc < 0)
         r->follow_batch.len = 0;
@@ -190,7 +192,7 @@ static const struct upstream_handler follow_handler = {
 
 void follower_kick(struct repl *r)
 {
-    if (r->is_hub || r->follow || r->follow_storing || r->follow_batch.len)
+    if (r->closing || r->is_hub || r->follow || r->follow_storing || r->follow_batch.len)
         return;
     uint64_t since = r->j->stored_crts;
     struct sbuf req = { 0 };

@@ -208,6 +208,7 @@ void forward_cancel(struct downstream *c)
         embedded_cancel(b->sop);
     writepath_detach(b->write);
     peer_stream_cancel(b->stream);
+    peer_ship_detach(b->ship);
     *b = (struct ds_backend){ 0 };
 }
 

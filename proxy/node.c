@@ -181,11 +181,17 @@ void node_free(struct node *n)
     n->listener = NULL;
     if (n->base)
         downstream_close_all(n);
-    repl_close(n->repl);
-    n->repl = NULL;
+    /* Owners of in-flight work see `closing` in their callbacks and clean up:
+     * first the calls to peers and the backend fail, then the store and the
+     * journal deliver their last completions. */
+    repl_stop(n->repl);
     upstream_pool_free(n->pool);
+    n->pool = NULL;
     if (n->store)
         embedded_close(n->store);
+    n->store = NULL;
+    repl_close(n->repl);
+    n->repl = NULL;
     if (n->ev_reap)
         node_reap_cb(-1, 0, n);
     struct event *evs[] = { n->ev_term, n->ev_int, n->ev_hup, n->ev_tick, n->ev_reap };

@@ -45,16 +45,26 @@ struct ship_req {
     json_t *rejected;
 };
 
+void peer_ship_detach(struct ship_req *s)
+{
+    if (s)
+        s->c = NULL;
+}
+
 static void ship_decided(void *arg, struct confirm_batch *b, int rc, const char *reason)
 {
     struct ship_req *s = arg;
-    if (rc < 0)
+    if (s->c && downstream_backend(s->c)->ship == s)
+        downstream_backend(s->c)->ship = NULL;
+    if (!s->c)
+        json_decref(s->rejected);
+    else if (rc < 0)
         downstream_reply_error(s->c, 500, "journal_failed", reason);
     else
         peer_json(s->c, 200, json_pack("{s:I,s:I,s:o}", "decided_upto", (json_int_t)b->decided_upto,
                                        "decided", (json_int_t)b->n_decided, "rejected",
                                        s->rejected));
-    if (rc < 0)
+    if (s->c && rc < 0)
         json_decref(s->rejected);
     confirm_batch_free(b);
     free(s);
@@ -124,7 +134,9 @@ static void peer_ship(struct repl *r, struct downstream *c)
     *s = (struct ship_req){ c, json_array() };
     ship_frames(r, writes, b->origin, b, s->rejected);
     json_decref(root);
+    downstream_backend(c)->ship = s;
     if (repl_decide(r, b, ship_decided, s) < 0) {
+        downstream_backend(c)->ship = NULL;
         json_decref(s->rejected);
         confirm_batch_free(b);
         free(s);

@@ -248,7 +248,7 @@ static void recover_finish(void *arg, int rc, const char *reason)
         log_error("recovery of lsn %llu: %s", (unsigned long long)op->w.lsn, reason);
     keylock_release(op->r->locks, op->key, op->klen);
     op->r->recovering--;
-    if (op->r->recovering == 0) {
+    if (op->r->recovering == 0 && !op->r->closing) {
         log_info("recovery done: %llu committed, %llu aborted",
                  (unsigned long long)op->r->stats.recovered_committed,
                  (unsigned long long)op->r->stats.recovered_aborted);
@@ -287,6 +287,10 @@ static void recover_read(void *arg, const struct backend_answer *a)
     struct recover_op *op = arg;
     struct repl *r = op->r;
     const struct conf_container *ct = container_named(r->node->conf, op->w.container);
+    if (r->closing) {
+        recover_finish(op, 0, NULL);
+        return;
+    }
     if (a->status == 0) {
         /* The backend is unreachable: try again from the maintenance timer. */
         log_warn("recovery of lsn %llu waits for the backend: %s", (unsigned long long)op->w.lsn,
@@ -307,6 +311,10 @@ static void recover_read(void *arg, const struct backend_answer *a)
 static void recover_locked(void *arg)
 {
     struct recover_op *op = arg;
+    if (op->r->closing) {
+        recover_finish(op, 0, NULL);
+        return;
+    }
     const struct conf_container *ct = container_named(op->r->node->conf, op->w.container);
     char path[1024];
     snprintf(path, sizeof path, "%s%s", ct ? ct->route : "/", op->w.id);
@@ -540,15 +548,27 @@ void repl_start(struct repl *r)
     }
 }
 
-void repl_close(struct repl *r)
+void repl_stop(struct repl *r)
 {
-    if (!r)
+    if (!r || r->closing)
         return;
+    r->closing = true;
     follower_stop(r);
     while (!TAILQ_EMPTY(&r->streams))
         peer_stream_cancel(TAILQ_FIRST(&r->streams));
     listener_close(r->peer_listener);
+    r->peer_listener = NULL;
+    /* In-flight calls to the hub fail now, and their owners clean up. */
     upstream_pool_free(r->hub_pool);
+    r->hub_pool = NULL;
+}
+
+void repl_close(struct repl *r)
+{
+    if (!r)
+        return;
+    repl_stop(r);
+    /* Completions of queued jobs run here and see `closing`. */
     journal_close(r->j);
     keylock_free(r->locks);
     sbuf_free(&r->follow_buf);

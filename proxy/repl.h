@@ -79,6 +79,7 @@ struct repl {
     uint64_t last_heartbeat_ms;
     uint32_t recovering;           /* journal entries being resolved at start-up */
     bool recover_again;            /* some could not be resolved yet */
+    bool closing;                  /* shutting down: start nothing new */
 };
 
 int repl_init(struct node *n, struct err *err) MUST_CHECK;
@@ -92,6 +93,9 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
                        void (*done)(void *, int, const char *), void *arg);
 void repl_abort_write(struct repl *r, uint64_t lsn, void (*done)(void *, int, const char *),
                       void *arg);
+/* Shutdown, first step: start nothing new, stop peers, fail calls to the hub. */
+void repl_stop(struct repl *r);
+/* Last step, after the backend is closed: the journal's last completions run. */
 void repl_close(struct repl *r);
 /* The maintenance timer's share: retries, reconnects, heartbeats. */
 void repl_tick(struct repl *r, uint64_t now_ms);
@@ -121,6 +125,9 @@ void peer_handle(struct downstream *c);
 void peer_stream_cancel(struct peer_stream *s);
 void peer_stream_writable(struct peer_stream *s);
 struct downstream *peer_stream_client(struct peer_stream *s);
+struct ship_req;
+/* The shipping satellite went away: the batch is still decided, unanswered. */
+void peer_ship_detach(struct ship_req *s);
 void peer_streams_pump(struct repl *r);
 void peer_streams_heartbeat(struct repl *r);
 

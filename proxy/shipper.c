@@ -14,19 +14,22 @@
 #include "repl.h"
 
 #define SHIP_BATCH_MAX 256
+#define SHIP_BATCH_BYTES (256 * 1024)
 #define SHIP_BACKOFF_MIN_MS 100
 #define SHIP_BACKOFF_MAX_MS 5000
 
 struct ship_collect {
     json_t *writes;
     uint64_t last_lsn;
+    size_t bytes;
 };
 
 static int ship_collect_one(void *arg, const struct repl_write *w)
 {
     struct ship_collect *sc = arg;
-    if (w->state != WRITE_COMMITTED)
+    if (w->state != WRITE_COMMITTED || (sc->bytes && sc->bytes >= SHIP_BATCH_BYTES))
         return 1;
+    sc->bytes += (w->doc ? strlen(w->doc) : 0) + 200;
     json_t *j = repl_write_to_json(w);
     json_object_del(j, "state");
     json_array_append_new(sc->writes, j);
@@ -51,6 +54,8 @@ static void ship_answer(void *arg, const struct backend_answer *a)
 {
     struct repl *r = arg;
     r->ship_inflight = false;
+    if (r->closing)
+        return;
     if (a->status != 200) {
         char why[600];
         snprintf(why, sizeof why, "%s%.*s", a->status ? "hub answered: " : "",
@@ -83,10 +88,10 @@ static void ship_answer(void *arg, const struct backend_answer *a)
 
 void shipper_kick(struct repl *r)
 {
-    if (r->is_hub || r->ship_inflight || r->recovering ||
+    if (r->closing || r->is_hub || r->ship_inflight || r->recovering ||
         (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms))
         return;
-    struct ship_collect sc = { json_array(), 0 };
+    struct ship_collect sc = { json_array(), 0, 0 };
     journal_scan_writes(r->j, r->ship_after, SHIP_BATCH_MAX, ship_collect_one, &sc);
     size_t n = json_array_size(sc.writes);
     if (n == 0) {

@@ -64,6 +64,9 @@ static const llhttp_settings_t response_settings;
 
 static void uc_read_cb(struct bufferevent *bev, void *arg);
 static void uc_event_cb(struct bufferevent *bev, short what, void *arg);
+static struct upstream_exchange *uc_detach(struct upstream_conn *c);
+static void ex_fail(struct upstream_exchange *ex, enum stats_upstream_error kind,
+                    const char *reason);
 
 const char *upstream_pool_name(const struct upstream_pool *pool)
 {
@@ -133,9 +136,10 @@ void upstream_pool_free(struct upstream_pool *pool)
         uc_close(TAILQ_FIRST(&pool->idle));
     while (!TAILQ_EMPTY(&pool->busy)) {
         struct upstream_conn *c = TAILQ_FIRST(&pool->busy);
-        if (c->ex)
-            c->ex->conn = NULL;
+        struct upstream_exchange *ex = uc_detach(c);
         uc_close(c);
+        if (ex)
+            ex_fail(ex, SUE_RESET, "shutting down");
     }
     free(pool->name);
     free(pool);

@@ -190,6 +190,16 @@ static void wp_answer(struct write_op *w)
     downstream_reply_relay(c, w->status, w->headers, w->headers_len, w->body, w->body_len);
 }
 
+/* Shutting down: leave the journal as it is (recovery finishes the job at
+ * the next start) and let the next waiter of the key run. */
+static bool wp_closing(struct write_op *w)
+{
+    if (!w->r->closing)
+        return false;
+    wp_end_error(w, 503, "shutting_down", "the node is shutting down");
+    return true;
+}
+
 static void wp_committed(void *arg, int rc, const char *reason)
 {
     struct write_op *w = arg;
@@ -231,6 +241,8 @@ static void wp_keep_answer(struct write_op *w, const struct backend_answer *a)
 static void wp_backend_done(void *arg, const struct backend_answer *a)
 {
     struct write_op *w = arg;
+    if (wp_closing(w))
+        return;
     if (a->status == 0) {
         /* Unknown whether the backend applied it: recovery decides. */
         w->r->stats.writes_unknown++;
@@ -255,6 +267,8 @@ static int wp_intent_apply(MDB_txn *txn, void *arg, struct err *err)
 static void wp_intent_done(void *arg, int rc, const char *reason)
 {
     struct write_op *w = arg;
+    if (wp_closing(w))
+        return;
     if (rc < 0) {
         wp_end_error(w, 500, "journal_failed", reason);
         return;
@@ -285,6 +299,8 @@ static void wp_journal(struct write_op *w)
 static void wp_patch_read(void *arg, const struct backend_answer *a)
 {
     struct write_op *w = arg;
+    if (wp_closing(w))
+        return;
     if (a->status != 200) {
         wp_end_error(w, a->status == 404 ? 404 : 502, a->status == 404 ? "not_found" : "backend_unavailable",
                      a->status == 404 ? "PATCH needs an existing document" :
@@ -308,6 +324,8 @@ static void wp_locked(void *arg)
 {
     struct write_op *w = arg;
     w->locked = true;
+    if (wp_closing(w))
+        return;
     if (w->method == HTTP_PATCH)
         backend_request(w->r->node, "GET", w->path, NULL, NULL, NULL, 0, wp_patch_read, w);
     else
