@@ -489,10 +489,23 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     return ds_check_head_size(c, len + 4) ? -1 : hdr_block_add_name(&c->req.head, at, len);
 }
 
+/* RFC 9110 token characters: what a header name may contain. Checked here
+ * because a name with a space would reach the backend otherwise. */
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
 static int on_header_field_complete(llhttp_t *p)
 {
     struct downstream *c = p->data;
-    return hdr_block_end_name(&c->req.head);
+    struct hdr_block *b = &c->req.head;
+    const struct hdr_ref *r = &b->refs[b->n - 1];
+    for (uint32_t i = 0; i < r->name_len; i++)
+        if (!is_tchar((unsigned char)b->buf[r->name_off + i]))
+            return ds_refuse(c, 400, "malformed request: invalid character in a header name");
+    return hdr_block_end_name(b);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)

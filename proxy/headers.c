@@ -25,7 +25,8 @@ int sbuf_add(struct sbuf *s, const char *p, size_t n)
 {
     if (sbuf_reserve(s, n + 1) < 0)
         return -1;
-    memcpy(s->p + s->len, p, n);
+    if (n)
+        memcpy(s->p + s->len, p, n);
     s->len += n;
     s->p[s->len] = '\0';
     return 0;

@@ -490,10 +490,14 @@ static void uc_eof(struct upstream_conn *c)
         uc_close(c);
         return;
     }
-    if (c->got_bytes && llhttp_finish(&c->parser) == HPE_OK && llhttp_message_needs_eof(&c->parser)) {
-        c->complete = true;
-        uc_complete(c, false);
-        return;
+    if (c->got_bytes && llhttp_message_needs_eof(&c->parser)) {
+        /* finish() runs on_message_complete, which pauses the parser. */
+        llhttp_errno_t e = llhttp_finish(&c->parser);
+        if (e == HPE_OK || e == HPE_PAUSED) {
+            c->complete = true;
+            uc_complete(c, false);
+            return;
+        }
     }
     uc_fail(c, SUE_RESET, c->got_bytes ? "backend closed the connection in the middle of the response"
                                        : "backend closed the connection without answering");

@@ -337,7 +337,7 @@ static const char *wp_parse_body(struct write_op *w, const struct ds_request *re
                                  size_t cap)
 {
     json_error_t je;
-    w->doc = json_loadb(req->body.p ? req->body.p : "", req->body.len, 0, &je);
+    w->doc = json_loadb(req->body.p ? req->body.p : "", req->body.len, JSON_DECODE_ANY, &je);
     if (!w->doc) {
         snprintf(why, cap, "body is not valid JSON: %s at line %d column %d", je.text, je.line,
                  je.column);

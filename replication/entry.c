@@ -120,7 +120,9 @@ int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err)
         return err_set(err, "fields 'origin' and 'lsn' must be positive");
     w->origin = (uint32_t)origin;
     const json_t *val = json_object_get(j, "value");
-    if (val && json_is_number(val) && isfinite(json_number_value(val))) {
+    if (val && (!json_is_number(val) || !isfinite(json_number_value(val))))
+        return err_set(err, "field 'value' must be a finite number when present");
+    if (val) {
         w->has_value = true;
         w->value = json_number_value(val);
     }
@@ -168,11 +170,12 @@ static int parse_outcome(const json_t *j, struct clog_entry *e, struct err *err)
     if (!o || (strcmp(o, "confirmed") && strcmp(o, "superseded")))
         return err_set(err, "field 'outcome' must be \"confirmed\" or \"superseded\"");
     e->outcome = strcmp(o, "confirmed") == 0 ? LWW_CONFIRMED : LWW_SUPERSEDED;
-    e->conflict = LWW_NO_CONFLICT;
     for (int i = LWW_NO_CONFLICT; k && i <= LWW_DELETE; i++)
-        if (strcmp(k, lww_conflict_name((enum lww_conflict)i)) == 0)
+        if (strcmp(k, lww_conflict_name((enum lww_conflict)i)) == 0) {
             e->conflict = (enum lww_conflict)i;
-    return 0;
+            return 0;
+        }
+    return err_set(err, "field 'conflict' must be one of none, insert, replace, delete");
 }
 
 static int parse_head(const json_t *h, struct clog_entry *e, struct err *err)

@@ -412,7 +412,9 @@ class Nginx(Proc):
                 ("Keep-Alive", "keep_alive"), ("Proxy-Connection", "proxy_connection"),
                 ("TE", "te"), ("Trailer", "trailer"), ("Upgrade", "upgrade"),
                 ("Transfer-Encoding", "transfer_encoding"), ("CL", "content_length"),
-                ("Host", "host"), ("Expect", "expect")])
+                ("Host", "host"), ("Expect", "expect")]) + """
+      add_header X-Seen-URI $request_uri always;
+      add_header X-Seen-Method $request_method always;"""
         conf = f"""
 daemon off;
 master_process off;
@@ -551,6 +553,7 @@ class Meridian(Proc):
             log=log or {"level": "info", "access": False})
         self.config_path = self.base / f"meridian-{name}.yaml"
         self.config_path.write_text(self.config_text)
+        self.extra_args = []
 
     def start(self, timeout=20.0):
         binary = meridian_bin()
@@ -558,7 +561,8 @@ class Meridian(Proc):
             raise AssertionError(
                 f"meridian binary not found at {binary}: build it with "
                 f"`cmake -S . -B build && cmake --build build` or set MERIDIAN_BIN")
-        self.spawn([binary, "--config", str(self.config_path), "--region", self.name])
+        self.spawn([binary, "--config", str(self.config_path), "--region", self.name,
+                    *self.extra_args])
         poll(self._healthy, timeout=timeout, what=f"{self.label} /_meridian/health")
         return self
 
@@ -614,12 +618,19 @@ class FaultServer:
       body_reset  sends headers with Content-Length and part of the body, then resets
       hold        answers 200 when `release` is set (or after `delay` seconds)
       ok          answers 200 at once (keep-alive)
+      ok_close    answers 200 (keep-alive framing), then silently closes after 0.1 s
+      raw         sends `raw` as the whole response, then closes
+
+    `headers` adds raw header lines to the 200 answers of ok/hold/ok_close.
 
     `received` is set when a request has been read; `count` counts them.
     """
 
-    def __init__(self, mode, delay=None, body=b'{"slow":true}', port=0):
+    def __init__(self, mode, delay=None, body=b'{"slow":true}', port=0, headers=b"", raw=b""):
         self.mode = mode
+        self.headers = headers
+        self.raw = raw
+        self.closed_conns = 0
         self.delay = delay
         self.body = body
         self.release = threading.Event()
@@ -699,13 +710,24 @@ class FaultServer:
                     time.sleep(0.2)
                     self._reset(c)
                     return
+                if self.mode == "raw":
+                    c.sendall(self.raw)
+                    c.close()
+                    return
                 if self.mode == "hold":
                     self.release.wait(self.delay)
                 body = self.body
-                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + self.headers +
                           b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                if self.mode == "ok_close":
+                    time.sleep(0.1)
+                    c.close()
+                    return
         except OSError:
             return
+        finally:
+            with self.lock:
+                self.closed_conns += 1
 
     def close(self):
         self.closed = True

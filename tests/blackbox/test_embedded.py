@@ -1,11 +1,14 @@
 """The embedded document store (`backend: embedded`) through the client port:
 statuses, ETags and preconditions, listing, bodies, and durability of every
-acknowledged write across kill -9."""
+acknowledged write across kill -9.
+
+Documents are compared on the user's fields: Meridian's write path tags every
+stored document with `_ts` and its metadata object `_meridian` (DESIGN.md,
+write path step 3), which the tests check separately."""
 
 import json
 import random
 import threading
-import time
 
 import pytest
 
@@ -18,6 +21,19 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture
 def node(meridian):
     return meridian("embedded")
+
+
+META = ("_ts", "_meridian")
+
+
+def user(doc):
+    """The document without the fields Meridian adds."""
+    assert isinstance(doc, dict), doc
+    return {k: v for k, v in doc.items() if k not in META}
+
+
+def body_of(r):
+    return user(r.json())
 
 
 def put(node, path, doc, headers=None):
@@ -42,19 +58,19 @@ def test_put_creates_then_replaces(node):
     assert r.status == 201, r
     assert (r.header("location") or "").endswith("/orders/a1"), r.headers
     assert r.header("etag"), r.headers
-    assert r.json() == dict(doc, id="a1")
+    assert body_of(r) == dict(doc, id="a1")
     etag1 = r.header("etag")
 
     doc2 = {"tenantId": "t1", "version": 2}
     r = put(node, "/orders/a1", doc2)
     assert r.status == 200, r
-    assert r.json() == dict(doc2, id="a1")
+    assert body_of(r) == dict(doc2, id="a1")
     etag2 = r.header("etag")
     assert etag2 and etag2 != etag1
 
     r = node.get("/orders/a1")
     assert r.status == 200
-    assert r.json() == dict(doc2, id="a1")
+    assert body_of(r) == dict(doc2, id="a1")
     assert r.header("etag") == etag2
     assert (r.header("content-type") or "").startswith("application/json")
 
@@ -85,14 +101,14 @@ def test_head(node):
         c.send(b"HEAD /orders/missing HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.read_response(method="HEAD").status == 404
         c.send(b"GET /orders/h1 HTTP/1.1\r\nHost: x\r\n\r\n")   # still in sync
-        assert c.read_response().json() == {"tenantId": "t", "n": 1, "id": "h1"}
+        assert body_of(c.read_response()) == {"tenantId": "t", "n": 1, "id": "h1"}
 
 
 def test_unicode_and_nested_content_round_trips(node):
     doc = {"tenantId": "t", "name": "Zoë — 東京 🚀", "esc": "a\"b\\c\n", "n": 1.5e300,
            "neg": -17, "deep": {"a": [{"b": [None, True, False, {}]}]}}
     assert put(node, "/orders/u1", doc).status == 201
-    assert node.get("/orders/u1").json() == dict(doc, id="u1")
+    assert body_of(node.get("/orders/u1")) == dict(doc, id="u1")
 
 
 # ------------------------------------------------------------ bad bodies
@@ -120,17 +136,28 @@ def test_post_creates_with_id_from_body(node):
     assert r.status == 201, r
     assert (r.header("location") or "").endswith("/orders/p1"), r.headers
     assert r.header("etag")
-    assert node.get("/orders/p1").json() == doc
+    assert body_of(node.get("/orders/p1")) == doc
 
     r = node.request("POST", "/orders/", body=json.dumps(dict(doc, v=2)), headers=JSON)
     assert_error(r, 409)
-    assert node.get("/orders/p1").json() == doc, "a refused POST changed the document"
+    assert body_of(node.get("/orders/p1")) == doc, "a refused POST changed the document"
 
 
-def test_post_without_id_is_400(node):
-    assert_error(node.request("POST", "/orders/", body=b'{"tenantId":"t"}', headers=JSON), 400)
-    r = node.get("/orders/?limit=10")
-    assert r.status == 200 and r.json()["count"] == 0
+def test_post_without_id_gets_an_id_from_meridian(node):
+    """DESIGN.md write path: POST creates; the id comes from the body, or
+    Meridian assigns one. Two such POSTs make two documents."""
+    ids = []
+    for n in (1, 2):
+        r = node.request("POST", "/orders/", body=json.dumps({"tenantId": "t", "n": n}), headers=JSON)
+        assert r.status == 201, r
+        doc = r.json()
+        assert isinstance(doc.get("id"), str) and doc["id"], doc
+        assert (r.header("location") or "").endswith("/orders/" + doc["id"]), r.headers
+        assert body_of(node.get("/orders/" + doc["id"])) == {"tenantId": "t", "n": n, "id": doc["id"]}
+        ids.append(doc["id"])
+    assert ids[0] != ids[1]
+    listed = [d["id"] for d in node.get("/orders/?limit=10").json()["documents"]]
+    assert sorted(listed) == sorted(ids)
 
 
 # ------------------------------------------------------------ DELETE
@@ -205,7 +232,7 @@ def test_listing_pages_in_id_order(node):
         docs = j["documents"]
         assert j["count"] == len(docs)
         for d in docs:
-            assert d == {"tenantId": "t", "n": int(d["id"][1:]), "id": d["id"]}
+            assert user(d) == {"tenantId": "t", "n": int(d["id"][1:]), "id": d["id"]}
         seen += [d["id"] for d in docs]
         pages += 1
         assert pages <= 4, "paging does not end"
@@ -255,7 +282,7 @@ def test_chunked_upload_to_embedded_store(node):
                b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, [3, 333, 1024]))
         r = c.read_response()
     assert r.status == 201, r
-    assert node.get("/orders/ch1").json() == dict(doc, id="ch1")
+    assert body_of(node.get("/orders/ch1")) == dict(doc, id="ch1")
 
 
 def test_expect_100_continue_to_embedded_store(node):
@@ -266,7 +293,7 @@ def test_expect_100_continue_to_embedded_store(node):
         assert c.read_response(interim=True).status == 100
         c.send(body)
         assert c.read_response().status == 201
-    assert node.get("/orders/ex1").json() == {"tenantId": "t", "expect": True, "id": "ex1"}
+    assert body_of(node.get("/orders/ex1")) == {"tenantId": "t", "expect": True, "id": "ex1"}
 
 
 def test_pipelined_writes_and_reads_in_order(node):
@@ -293,7 +320,7 @@ def test_documents_survive_graceful_restart(meridian):
     assert node.stop() == 0
     node.start()
     for i in range(20):
-        assert node.get(f"/orders/g{i}").json() == {"tenantId": "t", "n": i, "id": f"g{i}"}
+        assert body_of(node.get(f"/orders/g{i}")) == {"tenantId": "t", "n": i, "id": f"g{i}"}
 
 
 def test_acknowledged_writes_survive_kill_9(meridian):
@@ -351,7 +378,7 @@ def test_acknowledged_writes_survive_kill_9(meridian):
         r = node.get(f"/orders/{doc_id}")
         if r.status != 200:
             missing.append(doc_id)
-        elif r.json() != doc:
+        elif body_of(r) != doc:
             wrong.append((doc_id, r.body[:200]))
     assert not missing, f"{len(missing)} acknowledged documents lost, e.g. {missing[:5]}"
     assert not wrong, f"acknowledged documents changed: {wrong[:3]}"
@@ -362,6 +389,23 @@ def test_acknowledged_writes_survive_kill_9(meridian):
         if doc_id == "counter":
             continue
         r = node.get(f"/orders/{doc_id}")
-        assert r.status == 404 or r.json() == dict(doc, id=doc_id), (doc_id, r)
+        assert r.status == 404 or body_of(r) == dict(doc, id=doc_id), (doc_id, r)
     # and the restarted store takes writes again
     assert put(node, "/orders/after-restart", {"tenantId": "t"}).status == 201
+
+
+def test_data_dir_option_overrides_the_config(meridian, tmp_path):
+    node = meridian("embedded", start=False)
+    elsewhere = tmp_path / "elsewhere"
+    node.extra_args = ["--data-dir", str(elsewhere)]
+    node.start()
+    assert put(node, "/orders/dd", {"tenantId": "t"}).status == 201
+    assert node.stop() == 0
+    assert elsewhere.is_dir() and any(elsewhere.rglob("*")), "nothing written under --data-dir"
+    node.extra_args = []
+    node.start()
+    assert node.get("/orders/dd").status == 404, "--data-dir was ignored"
+    node.stop()
+    node.extra_args = ["--data-dir", str(elsewhere)]
+    node.start()
+    assert body_of(node.get("/orders/dd")) == {"tenantId": "t", "id": "dd"}

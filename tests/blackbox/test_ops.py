@@ -24,7 +24,7 @@ def test_health(meridian, nginx):
     assert isinstance(r.json(), dict)
 
 
-def test_health_is_not_proxied(meridian, fault):
+def test_health_is_not_proxied(meridian):
     """Meridian answers its own endpoints even when the backend is dead."""
     node = meridian(f"http://127.0.0.1:{h.free_port()}")
     assert node.get("/_meridian/health").status == 200

@@ -116,6 +116,97 @@ def test_hop_by_hop_headers_are_not_forwarded(node):
     assert seen.get("x-seen-custom") == "kept"
 
 
+def test_hop_by_hop_response_headers_are_not_relayed(meridian, fault):
+    f = fault("ok", body=b'{"hop":true}',
+              headers=b"Connection: keep-alive, X-Internal\r\nX-Internal: secret\r\n"
+                      b"Keep-Alive: timeout=30\r\nX-Public: yes\r\n")
+    node = meridian(f.url)
+    r = node.get("/hop")
+    assert r.status == 200 and r.body == b'{"hop":true}'
+    assert r.header("x-public") == "yes"
+    assert not r.has_header("x-internal"), r.headers
+    assert not r.has_header("keep-alive"), r.headers
+
+
+def test_conditional_get_304_has_no_body(node):
+    etag = node.get("/static/doc.json").header("etag")
+    with node.raw() as c:
+        c.send(get_req("/static/doc.json", extra=f"If-None-Match: {etag}\r\n"))
+        r = c.read_response()
+        assert r.status == 304, r
+        c.send(get_req("/static/n/9.json"))
+        r = c.read_response()
+        assert r.status == 200 and json.loads(r.body)["n"] == 9
+
+
+# ------------------------------------------------------------ backend connections
+
+def test_backend_closing_an_idle_pooled_connection_is_not_a_502(meridian, fault):
+    """The backend closes its keep-alive connection after each answer (as
+    servers do on their keepalive_timeout): the next request must still work."""
+    f = fault("ok_close", body=b'{"pooled":true}')
+    node = meridian(f.url)
+    for i in range(5):
+        r = node.get(f"/p{i}")
+        assert r.status == 200 and r.body == b'{"pooled":true}', (i, r)
+        h.poll(lambda: f.closed_conns >= i + 1, timeout=5, what="the backend to close")
+
+
+def test_close_delimited_backend_body_is_relayed(meridian, fault):
+    body = b'{"until":"close"}' * 1000
+    f = fault("raw", raw=b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Connection: close\r\n\r\n" + body)
+    node = meridian(f.url)
+    with node.raw() as c:
+        c.send(get_req("/x"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == body, r
+        if r.has_header("content-length") or "chunked" in (r.header("transfer-encoding") or ""):
+            # framed for the client: the connection may stay open and in sync
+            c.send(get_req("/x"))
+            assert c.read_response().body == body
+
+
+def test_http10_backend_answer_is_relayed(meridian, fault):
+    f = fault("raw", raw=b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 11\r\n\r\n{\"old\":1.0}")
+    node = meridian(f.url)
+    r = node.get("/x")
+    assert r.status == 200 and r.body == b'{"old":1.0}', r
+
+
+@pytest.mark.parametrize("uri", [
+    "/echo/plain",
+    "/echo/q?a=1&b=two&a=3",
+    "/echo/enc%20oded/%2Fslash?x=%41%42&empty=&flag",
+    "/echo/utf8/%E6%9D%B1%E4%BA%AC?k=%C3%A9",
+    "/echo/dots/./../echo/x;matrix=1",
+])
+def test_request_uri_reaches_backend_unchanged(node, uri):
+    with node.raw() as c:
+        c.send(f"GET {uri} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        r = c.read_response()
+    assert r.status == 200, r
+    assert r.header("x-seen-uri") == uri
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"])
+def test_methods_pass_through(node, method):
+    body = b'{"m":1}' if method in ("POST", "PUT", "PATCH") else None
+    r = node.request(method, "/echo/m", body=body)
+    assert r.status == 200, r
+    assert r.header("x-seen-method") == method
+
+
+def test_repeated_response_headers_are_kept(meridian, fault):
+    f = fault("ok", body=b"{}", headers=b"Set-Cookie: a=1; Path=/\r\nSet-Cookie: b=2\r\n"
+                                       b"X-Empty:\r\n")
+    node = meridian(f.url)
+    r = node.get("/c")
+    assert r.status == 200
+    assert r.header_all("set-cookie") == ["a=1; Path=/", "b=2"], r.headers
+
+
 # ------------------------------------------------------------ bodies
 
 def test_large_file_streams_intact(node, nginx_shared):
@@ -128,21 +219,20 @@ def test_large_file_streams_intact(node, nginx_shared):
 def test_large_file_to_slow_reader(node, nginx_shared):
     """A client that reads slowly still gets every byte (backpressure, no truncation)."""
     with node.raw(timeout=30) as c:
-        c.sock.setsockopt(h.socket.SOL_SOCKET, h.socket.SO_RCVBUF, 4096)
         c.send(get_req("/static/big.json"))
         head = c.read_head()
         assert head[1] == 200
         got = bytearray(c.buf)
         c.buf = b""
         want = len(nginx_shared.big_bytes)
-        reads = 0
+        next_pause = 256 * 1024
         while len(got) < want:
-            data = c.sock.recv(4096)
+            data = c.sock.recv(16384)
             assert data, f"closed after {len(got)} of {want} bytes"
             got += data
-            reads += 1
-            if reads % 64 == 0:
-                h.time.sleep(0.01)
+            if len(got) >= next_pause:   # stall, so the proxy's output backs up
+                h.time.sleep(0.1)
+                next_pause += 512 * 1024
         assert bytes(got) == nginx_shared.big_bytes
 
 
@@ -219,9 +309,17 @@ def test_webdav_put_get_delete(node, nginx_shared):
     assert h.request(nginx_shared.port, "GET", path).status == 404
 
 
+def test_large_upload_with_content_length(node, nginx_shared):
+    path = f"/dav/{uniq()}.bin"
+    body = h.random.Random(8).randbytes(900_000)
+    r = node.request("PUT", path, body=body, timeout=30)
+    assert r.status == 201, r
+    assert h.request(nginx_shared.port, "GET", path).body == body
+
+
 def test_chunked_upload_to_webdav_arrives_intact(node, nginx_shared):
     path = f"/dav/{uniq()}.bin"
-    body = bytes(h.random.Random(7).getrandbits(8) for _ in range(200_000))
+    body = h.random.Random(7).randbytes(200_000)
     with node.raw(timeout=30) as c:
         c.send(f"PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
         c.send(chunked(body, [1, 10, 1000, 65536, 7]))
@@ -306,6 +404,16 @@ def test_pipelined_requests_answered_in_order(node):
             r = c.read_response()
             assert r.status == 200
             assert json.loads(r.body)["n"] == i
+
+
+def test_pipelined_slow_big_answer_then_small_ones(node, nginx_shared):
+    with node.raw(timeout=30) as c:
+        c.send(get_req("/static/big.json") + get_req("/static/n/1.json")
+               + get_req("/chunked/big.json") + get_req("/static/n/2.json"))
+        assert c.read_response().body == nginx_shared.big_bytes
+        assert json.loads(c.read_response().body)["n"] == 1
+        assert c.read_response().body == nginx_shared.chunked_big
+        assert json.loads(c.read_response().body)["n"] == 2
 
 
 def test_pipelined_mix_of_methods(node, nginx_shared):
