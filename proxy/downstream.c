@@ -303,26 +303,16 @@ static void ds_answer_done(struct downstream *c)
 void downstream_reply(struct downstream *c, int status, const struct reply_hdr *extra, size_t n,
                       const char *content_type, const char *body, size_t len)
 {
-    struct sbuf out = { 0 };
-    const char *reason = status_reason(status);
-    int rc = ds_write_status(c, &out, status, reason, strlen(reason));
+    struct sbuf headers = { 0 };
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = sbuf_printf(&out, "%s: %s\r\n", extra[i].name, extra[i].value);
+        rc = sbuf_printf(&headers, "%s: %s\r\n", extra[i].name, extra[i].value);
     if (rc == 0 && content_type)
-        rc = sbuf_printf(&out, "Content-Type: %s\r\n", content_type);
-    if (rc == 0)
-        rc = sbuf_printf(&out, "Content-Length: %zu\r\n", len);
-    if (rc == 0)
-        rc = ds_write_connection(c, &out);
-    if (rc == 0 && !ds_is_head(c))
-        rc = sbuf_add(&out, body, len);
+        rc = sbuf_printf(&headers, "Content-Type: %s\r\n", content_type);
     if (rc < 0)
         c->close_after = true;
-    else
-        bufferevent_write(c->bev, out.p, out.len);
-    c->bytes_out += out.len;
-    sbuf_free(&out);
-    ds_answer_done(c);
+    downstream_reply_relay(c, status, headers.p ? headers.p : "", headers.len, body, len);
+    sbuf_free(&headers);
 }
 
 void downstream_reply_relay(struct downstream *c, int status, const char *headers, size_t hlen,

@@ -257,14 +257,11 @@ static bool skip_header(const struct hdr_block *b, const struct hdr_ref *r, cons
     return false;
 }
 
-int headers_write_request(struct sbuf *out, const struct hdr_block *b, const struct fwd_info *fi)
+/* Copies the end-to-end headers of `b` that the caller does not rewrite. */
+static int write_kept(struct sbuf *out, const struct hdr_block *b, const char *const *rewritten)
 {
-    static const char *const rewritten[] = { "content-length", "expect", "x-forwarded-for",
-                                             "x-forwarded-proto", "via", NULL };
-    size_t conn_len = 0, xff_len = 0, via_len = 0;
+    size_t conn_len = 0;
     const char *conn = hdr_block_get(b, "connection", &conn_len);
-    const char *xff = hdr_block_get(b, "x-forwarded-for", &xff_len);
-    const char *via = hdr_block_get(b, "via", &via_len);
     for (uint32_t i = 0; i < b->n; i++) {
         const struct hdr_ref *r = &b->refs[i];
         if (skip_header(b, r, conn, conn_len, rewritten))
@@ -272,6 +269,18 @@ int headers_write_request(struct sbuf *out, const struct hdr_block *b, const str
         if (write_line(out, b->buf + r->name_off, r->name_len, b->buf + r->val_off, r->val_len) < 0)
             return -1;
     }
+    return 0;
+}
+
+int headers_write_request(struct sbuf *out, const struct hdr_block *b, const struct fwd_info *fi)
+{
+    static const char *const rewritten[] = { "content-length", "expect", "x-forwarded-for",
+                                             "x-forwarded-proto", "via", NULL };
+    size_t xff_len = 0, via_len = 0;
+    const char *xff = hdr_block_get(b, "x-forwarded-for", &xff_len);
+    const char *via = hdr_block_get(b, "via", &via_len);
+    if (write_kept(out, b, rewritten) < 0)
+        return -1;
     if (fi->default_host && !hdr_block_get(b, "host", NULL) &&
         write_line(out, "Host", 4, fi->default_host, strlen(fi->default_host)) < 0)
         return -1;
@@ -285,15 +294,9 @@ int headers_write_request(struct sbuf *out, const struct hdr_block *b, const str
 int headers_write_response(struct sbuf *out, const struct hdr_block *b, const char *via_self)
 {
     static const char *const rewritten[] = { "content-length", "via", NULL };
-    size_t conn_len = 0, via_len = 0;
-    const char *conn = hdr_block_get(b, "connection", &conn_len);
+    size_t via_len = 0;
     const char *via = hdr_block_get(b, "via", &via_len);
-    for (uint32_t i = 0; i < b->n; i++) {
-        const struct hdr_ref *r = &b->refs[i];
-        if (skip_header(b, r, conn, conn_len, rewritten))
-            continue;
-        if (write_line(out, b->buf + r->name_off, r->name_len, b->buf + r->val_off, r->val_len) < 0)
-            return -1;
-    }
+    if (write_kept(out, b, rewritten) < 0)
+        return -1;
     return write_extended(out, "Via", via, via_len, via_self);
 }
