@@ -437,7 +437,7 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
         cj->b = calloc(1, sizeof *cj->b);
         if (cj->b) {
             *cj->b = (struct confirm_batch){ .origin = r->self->id, .ws = &cj->w, .n = 1,
-                                             .crts_floor = repl_hlc_now(r) };
+                                             .crts_floor = repl_hlc_now(r), .own = true };
         }
     }
     if ((r->is_hub && !cj->b) ||

@@ -78,11 +78,12 @@ int confirm_apply(MDB_txn *txn, struct journal *j, struct confirm_batch *b, stru
     memset(b->conflicts, 0, sizeof b->conflicts);
     for (size_t i = 0; i < b->n; i++) {
         const struct repl_write *w = &b->ws[i];
-        if (w->lsn <= decided)
+        if (w->lsn <= decided && !b->own)
             continue; /* a replay: already decided */
         if (decide_one(txn, j, b, w, err) < 0)
             return -1;
-        decided = w->lsn;
+        if (w->lsn > decided)
+            decided = w->lsn;
     }
     b->decided_upto = decided;
     if (journal_decided_put(txn, j, b->origin, decided, err) < 0)

@@ -18,6 +18,10 @@ struct confirm_batch {
     struct repl_write *ws;       /* in LSN order; owned by the batch */
     size_t n;
     uint64_t crts_floor;         /* the hub's HLC when the batch was submitted */
+    /* The hub's own write, decided in the transaction that commits it: its
+     * backend calls finish out of LSN order, and it can never be a replay,
+     * so the decided mark only records the highest LSN seen. */
+    bool own;
     /* Results, filled on the committer thread: */
     uint64_t decided_upto;
     uint64_t first_crts, last_crts;
