@@ -661,6 +661,10 @@ int repl_render(struct repl *r, struct sbuf *out)
 {
     const char *region = r->self->name;
     struct repl_stats *st = &r->stats;
+    uint64_t backlog, oldest;
+    journal_backlog(r->j, &backlog, &oldest);
+    uint64_t wall = hlc_wall_ms();
+    double backlog_age = oldest && wall > HLC_MS(oldest) ? (wall - HLC_MS(oldest)) / 1000.0 : 0;
     uint64_t lag = r->is_hub ? r->j->stored_crts - r->j->applied_crts
                              : (r->hub_last_crts > r->j->applied_crts ? r->hub_last_crts - r->j->applied_crts : 0);
     if (render_counter(out, "meridian_writes_committed_total", "Container writes committed in this region.", st->writes_committed, region) < 0 ||
@@ -676,7 +680,8 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_counter(out, "meridian_apply_errors_total", "Failed attempts to apply an entry (retried).", st->apply_errors, region) < 0 ||
         render_gauge(out, "meridian_applied_crts", "Confirmed-log position applied here.", (double)r->j->applied_crts, region) < 0 ||
         render_gauge(out, "meridian_region_lag_ms", "How far this region's applied position trails the hub's log, in HLC milliseconds.", (double)(lag >> 16), region) < 0 ||
-        render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub (LSNs).", (double)(r->j->next_lsn - 1 - (r->is_hub ? r->j->next_lsn - 1 : r->ship_after)), region) < 0 ||
+        render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub and applied here.", (double)backlog, region) < 0 ||
+        render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||
         render_conflicts(r, out, region) < 0 ||
         render_replication_latency(r, out, region) < 0)
         return -1;

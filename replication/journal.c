@@ -351,6 +351,23 @@ static int scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, si
     return 0;
 }
 
+static int backlog_first(void *arg, const struct repl_write *w)
+{
+    *(uint64_t *)arg = w->hlc;
+    return 1;
+}
+
+int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc)
+{
+    MDB_txn *txn = rtxn(j);
+    MDB_stat st;
+    *count = *oldest_hlc = 0;
+    if (!txn || mdb_stat(txn, j->writes, &st) != 0)
+        return -1;
+    *count = st.ms_entries;
+    return journal_scan_writes(j, 0, 1, backlog_first, oldest_hlc);
+}
+
 struct write_scan {
     int (*cb)(void *, const struct repl_write *);
     void *arg;

@@ -62,6 +62,10 @@ int journal_head(struct journal *j, const char *container, const char *id, struc
 int journal_chead_get(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
                       struct chead_rec *out);
 
+/* How many own writes are journaled and not yet applied as decided (the
+ * tentative backlog), and the HLC of the oldest (0 when none). */
+int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc);
+
 /* Calls cb for the journal's writes with lsn > after, ascending, at most max;
  * cb returns nonzero to stop. */
 int journal_scan_writes(struct journal *j, uint64_t after, size_t max,

@@ -1,0 +1,466 @@
+"""Multi-region harness: three real `meridian` processes on loopback, one WAN
+relay (tests/wan/wanrelay.py) between each satellite and the hub, and, when
+asked, one nginx WebDAV store per region as the backend.
+
+Builds on tests/blackbox/meridian_harness.py (free ports, process groups,
+HTTP client, log tails, the nginx process wrapper); imported from there, not
+copied. Every process registers in meridian_harness.ACTIVE, so the conftest
+of this folder prints every log when a test fails.
+
+Topology. All regions share one configuration, except that each satellite
+gets its own copy in which the hub's `peer_listen` is the address of that
+satellite's relay. The hub binds its real peer port; a satellite ships its
+writes to, and follows the confirmed log from, "the hub" = its relay. So one
+satellite can be delayed or cut off alone:
+
+    west  --ship/follow-->  relay[west]  --> hub peer port (east)
+    south --ship/follow-->  relay[south] --> hub peer port (east)
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "blackbox"))
+sys.path.insert(0, str(HERE.parent / "wan"))
+
+import meridian_harness as h  # noqa: E402
+from wanrelay import WanRelay  # noqa: E402
+
+REGION_NAMES = ("east", "west", "south")
+ROUTE = "/orders/"
+CONTAINER = {"name": "orders", "route": ROUTE, "partition_key": "/tenantId",
+             "conflict_resolution": {"mode": "last_writer_wins", "path": "/version"}}
+NODE_LIMITS = {"drain_timeout_ms": 2000}
+
+
+# ------------------------------------------------------------------ backends
+
+class WebDavStore(h.Nginx):
+    """nginx as a region's WebDAV document store: PUT/DELETE/GET of files
+    under www/ (containers map to folders), nothing else. Reuses the blackbox
+    nginx wrapper for ports, process group and logs; only its content and
+    configuration differ."""
+
+    label = "nginx webdav"
+
+    def __init__(self, base, region, port):
+        self.label = f"nginx webdav {region}"
+        super().__init__(base)
+        self.port = port  # chosen together with the cluster's other ports
+        self._write_conf()
+
+    def _write_content(self):
+        (self.www / "health").write_text("ok")
+
+    def _write_conf(self):
+        b = self.base
+        conf = f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {b}/nginx.pid;
+error_log {b}/nginx-error.log info;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {b}/www/tmp;
+  proxy_temp_path {b}/tmp/proxy;
+  fastcgi_temp_path {b}/tmp/fastcgi;
+  uwsgi_temp_path {b}/tmp/uwsgi;
+  scgi_temp_path {b}/tmp/scgi;
+  default_type application/json;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{self.port};
+    root {b}/www;
+    location / {{
+      dav_methods PUT DELETE;
+      create_full_put_path on;
+      client_max_body_size 10m;
+      log_not_found off;
+    }}
+  }}
+}}
+"""
+        self.conf_path = b / "nginx.conf"
+        self.conf_path.write_text(conf)
+
+    def _ready(self):
+        if not self.alive():
+            raise AssertionError(f"nginx exited: {self.log()}")
+        return h.request(self.port, "GET", "/health", timeout=2).status == 200
+
+
+# ------------------------------------------------------------------ one region
+
+class Region(h.Proc):
+    """One meridian node serving one region of the cluster."""
+
+    def __init__(self, base, name, rid, backend_url, ports):
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        super().__init__(self.base / f"meridian-{name}.log")
+        self.name = name
+        self.id = rid
+        self.label = f"meridian {name} (id {rid})"
+        self.port, self.peer_port = ports
+        self.backend = backend_url
+        self.data_dir = self.base / "data" / name
+        self.config_path = self.base / f"meridian-{name}.yaml"
+        self.config_text = ""
+        self.starts = 0
+
+    # -- lifecycle
+
+    def start(self, timeout=20.0):
+        binary = h.meridian_bin()
+        if not os.access(binary, os.X_OK):
+            raise AssertionError(f"meridian binary not found at {binary}: build it with "
+                                 "`cmake -S . -B build && cmake --build build` or set MERIDIAN_BIN")
+        self.starts += 1
+        if getattr(self, "log_file", None):
+            self.log_file.close()  # a restart reopens the log in append mode
+        self.spawn([binary, "--config", str(self.config_path), "--region", self.name])
+        h.poll(self._healthy, timeout=timeout, what=f"{self.label} /_meridian/health")
+        return self
+
+    def _healthy(self):
+        if not self.alive():
+            raise AssertionError(f"{self.label} exited with {self.proc.returncode}; "
+                                 f"log:\n{self.log()}\nconfig:\n{self.config_text}")
+        try:
+            return h.request(self.port, "GET", "/_meridian/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def kill9(self):
+        """SIGKILL to the meridian process itself (no wrapper in between)."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self):
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def sanitizer_report(self):
+        text = h.tail(self.log_path, 200000)
+        return text if any(m in text for m in h.SANITIZER_MARKERS) else None
+
+    # -- client side
+
+    def request(self, method, path, body=None, headers=None, timeout=10.0):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        hdrs.update(headers or {})
+        return h.request(self.port, method, path, body=body, headers=hdrs, timeout=timeout)
+
+    def put(self, doc_id, doc, **kw):
+        return self.request("PUT", ROUTE + doc_id, body=doc, **kw)
+
+    def delete(self, doc_id, **kw):
+        return self.request("DELETE", ROUTE + doc_id, **kw)
+
+    def get(self, doc_id, **kw):
+        return self.request("GET", ROUTE + doc_id, **kw)
+
+    def changes(self, since=0, limit=None):
+        q = f"since={since}" + (f"&limit={limit}" if limit else "")
+        r = self.request("GET", f"{ROUTE}_changes?{q}")
+        assert r.status == 200, f"{self.name} change feed: {r}"
+        return r.json()
+
+    def all_changes(self, page=1000):
+        """Every entry of this region's change feed, paging with since=last."""
+        out, since = [], 0
+        while True:
+            feed = self.changes(since=since, limit=page)
+            out.extend(feed["changes"])
+            if not feed["changes"] or feed["last"] <= since:
+                return out, feed
+            since = feed["last"]
+
+    def peer_status(self):
+        r = h.request(self.peer_port, "GET", "/_meridian/v1/status", timeout=5)
+        assert r.status == 200, f"{self.name} peer status: {r}"
+        return r.json()
+
+    def confirmed_log(self, since=0, idle=1.0, limit_s=10.0):
+        """Diagnostics: the lines of this node's confirmed-log stream
+        (GET /_meridian/v1/log on the peer port), read until the stream has
+        been idle (heartbeats aside) for `idle` seconds; parsed JSON objects."""
+        out = []
+        try:
+            with h.RawConn(self.peer_port, timeout=idle) as c:
+                c.send(f"GET /_meridian/v1/log?since={since} HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = c.read_head()
+                if head[1] != 200:
+                    return [{"error": f"log stream answered {head[1]}"}]
+                chunked_body = "chunked" in str(head[3]).lower()
+                deadline = time.monotonic() + limit_s
+                data = b""
+                while time.monotonic() < deadline:
+                    try:
+                        c._fill()
+                    except (OSError, EOFError):
+                        break
+                    data += c.buf
+                    c.buf = b""
+                if chunked_body:  # good enough for diagnostics: drop chunk-size lines
+                    lines = [ln for ln in data.split(b"\r\n") if ln.startswith(b"{")]
+                else:
+                    lines = data.split(b"\n")
+                for ln in lines:
+                    ln = ln.strip()
+                    if ln.startswith(b"{"):
+                        try:
+                            out.append(json.loads(ln))
+                        except ValueError:
+                            pass
+        except OSError as e:
+            out.append({"error": repr(e)})
+        return out
+
+    def metrics(self):
+        r = h.request(self.port, "GET", "/_meridian/metrics", timeout=5)
+        assert r.status == 200, r
+        return h.parse_metrics(r.body.decode())
+
+
+def user_fields(doc):
+    """The document as the application wrote it: without Meridian's tags."""
+    return {k: v for k, v in doc.items() if k not in ("_meridian", "_ts")}
+
+
+# ------------------------------------------------------------------ the cluster
+
+class Cluster:
+    """east (hub, id 1), west (id 2), south (id 3) with a WanRelay in front of
+    the hub's peer port for each satellite. backend: 'embedded' or 'nginx'."""
+
+    def __init__(self, base, backend="embedded", delay_ms=0):
+        self.base = Path(base)
+        self.backend_kind = backend
+        self.stores = {}
+        self.regions = []
+        self.relays = {}
+        self.delay_ms = delay_ms
+        # All ports in one go, so that no two of them can be the same.
+        ports = h.free_ports(3 * len(REGION_NAMES))
+        for i, name in enumerate(REGION_NAMES):
+            url = "embedded"
+            if backend == "nginx":
+                store = WebDavStore(self.base / f"nginx-{name}", name, ports[3 * i + 2])
+                self.stores[name] = store
+                url = store.url
+            self.regions.append(Region(self.base, name, i + 1, url, ports[3 * i:3 * i + 2]))
+        self.by_name = {r.name: r for r in self.regions}
+
+    @property
+    def hub(self):
+        return self.regions[0]
+
+    @property
+    def satellites(self):
+        return self.regions[1:]
+
+    def __getitem__(self, name):
+        return self.by_name[name]
+
+    def _config(self, hub_peer):
+        regions = []
+        for r in self.regions:
+            peer = hub_peer if r is self.hub else f"127.0.0.1:{r.peer_port}"
+            regions.append({"name": r.name, "id": r.id, "listen": f"127.0.0.1:{r.port}",
+                            "peer_listen": peer, "backend": r.backend,
+                            "data_dir": str(r.data_dir)})
+        return h.render_config(regions, containers=[CONTAINER], limits=NODE_LIMITS,
+                               log={"level": "info", "access": False})
+
+    def start(self):
+        for store in self.stores.values():
+            store.start()
+        for sat in self.satellites:
+            self.relays[sat.name] = WanRelay("127.0.0.1", self.hub.peer_port,
+                                             delay_ms=self.delay_ms).start()
+        for r in self.regions:
+            if r is self.hub:
+                r.config_text = self._config(f"127.0.0.1:{r.peer_port}")
+            else:
+                r.config_text = self._config(f"127.0.0.1:{self.relays[r.name].port}")
+            r.config_path.write_text(r.config_text)
+        for r in self.regions:
+            r.start()
+        return self
+
+    def set_delay(self, ms):
+        for relay in self.relays.values():
+            relay.set_delay(ms)
+
+    def finalize(self):
+        """Stops everything, whatever state it is in; returns sanitizer reports."""
+        reports = []
+        for r in self.regions:
+            try:
+                r.stop()
+            except Exception:
+                pass
+            rep = r.sanitizer_report()
+            if rep:
+                reports.append(f"{r.label}:\n{rep}")
+            r.finalize()
+        for relay in self.relays.values():
+            try:
+                relay.stop()
+            except Exception:
+                pass
+        for store in self.stores.values():
+            try:
+                store.stop()
+            finally:
+                store.finalize()
+        return reports
+
+    # -- convergence helpers
+
+    def hub_crts(self):
+        """The head of the hub's confirmed log (every decision it has made)."""
+        return self.hub.peer_status()["stored_crts"]
+
+    def wait_applied(self, timeout=15.0):
+        """Waits until every region has applied the hub's confirmed log as it
+        stood when called; the hub must already have decided what it needs."""
+        target = self.hub_crts()
+        h.poll(lambda: all(r.peer_status()["applied_crts"] >= target for r in self.regions),
+               timeout=timeout, what=f"every region to apply crts {target}")
+        return target
+
+    def wait_quiet(self, timeout=30.0, stable_for=6.0):
+        """Waits until the hub has decided every write the satellites made and
+        every region (the hub included: it applies its own log to its
+        backend) has applied the hub's confirmed log up to its head.
+
+        A satellite is done when the hub has decided up to its last LSN
+        (status shipped_upto == next_lsn - 1); an aborted write (backend
+        non-2xx, or an intent recovery found not applied) takes an LSN that is
+        never shipped, so a satellite whose decided mark and LSN have not
+        moved for `stable_for` seconds counts as done too (longer than the
+        shipper's longest retry backoff, 5 s, so a retrying shipper is not
+        mistaken for a finished one)."""
+        deadline = time.monotonic() + timeout
+        since = {}  # satellite -> (shipped_upto, next_lsn, first seen at)
+        while True:
+            try:
+                st = {r.name: r.peer_status() for r in self.regions}
+                head = st[self.hub.name]["stored_crts"]
+                applied = all(s["applied_crts"] >= head for s in st.values())
+                now = time.monotonic()
+                shipped = True
+                for r in self.satellites:
+                    s = st[r.name]
+                    mark = (s["shipped_upto"], s["next_lsn"])
+                    if since.get(r.name, (None,))[0] != mark:
+                        since[r.name] = (mark, now)
+                    if s["shipped_upto"] < s["next_lsn"] - 1 and now - since[r.name][1] < stable_for:
+                        shipped = False
+                if applied and shipped and self.hub_crts() == head:
+                    return head
+            except (OSError, AssertionError):
+                st = None
+            if time.monotonic() > deadline:
+                raise AssertionError(f"cluster did not settle within {timeout}s; status: "
+                                     f"{[self._status_or_err(r) for r in self.regions]}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _status_or_err(r):
+        try:
+            return {r.name: r.peer_status()}
+        except Exception as e:
+            return {r.name: repr(e)}
+
+    def read_all(self, doc_id):
+        """{region: (status, user fields or None, response)}."""
+        out = {}
+        for r in self.regions:
+            resp = r.get(doc_id)
+            doc = user_fields(resp.json()) if resp.status == 200 else None
+            out[r.name] = (resp.status, doc, resp)
+        return out
+
+    def wait_same(self, doc_id, timeout=10.0, confirmed=True):
+        """Polls until every region answers the same status and body for
+        doc_id (and, for 200s, X-Meridian-Confirmed: true); returns
+        (status, doc, {region: response})."""
+        def same():
+            seen = self.read_all(doc_id)
+            vals = {(s, json.dumps(d, sort_keys=True)) for s, d, _ in seen.values()}
+            if len(vals) != 1:
+                return None
+            st = next(iter(vals))[0]
+            if confirmed and st == 200 and any(
+                    resp.header("x-meridian-confirmed") != "true" for _, _, resp in seen.values()):
+                return None
+            return seen
+        seen = h.poll(same, timeout=timeout, interval=0.05,
+                      what=f"{doc_id!r} identical in every region "
+                           f"(last: {self._summary(doc_id)})")
+        s, d, _ = next(iter(seen.values()))
+        return s, d, {k: v[2] for k, v in seen.items()}
+
+    def _summary(self, doc_id):
+        try:
+            return {k: (s, d) for k, (s, d, _) in self.read_all(doc_id).items()}
+        except Exception as e:
+            return repr(e)
+
+    def dump(self, region, ids):
+        """{id: user fields or None (404)} of the given ids in one region,
+        plus the full metadata of each found document."""
+        out = {}
+        for doc_id in sorted(ids):
+            resp = region.get(doc_id)
+            assert resp.status in (200, 404), f"{region.name} GET {doc_id}: {resp}"
+            out[doc_id] = resp.json() if resp.status == 200 else None
+        return out
+
+
+# One-way delay the WAN relays add between each satellite and the hub while
+# concurrent writes are made: far longer than the spread of the writers'
+# start times, so no region sees another's write before writing its own.
+WAN_DELAY_MS = 150
+
+
+def concurrently(calls):
+    """Runs the zero-argument callables at the same moment (one thread each,
+    released together by a barrier); returns their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results = [None] * len(calls)
+    errors = []
+
+    def run(i, fn):
+        try:
+            barrier.wait(10)
+            results[i] = fn()
+        except BaseException as e:  # re-raised below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, f"concurrent call failed: {errors!r}"
+    return results

@@ -1,0 +1,155 @@
+"""Bodies that are not JSON objects and bodies that forge Meridian's metadata
+are refused with 400 in every region, and nothing of them is journaled or
+replicated (issue 4, test 6)."""
+
+import json
+import uuid
+
+import pytest
+
+import replication_cluster as rc
+
+h = rc.h
+
+NOT_OBJECTS = [b"[1, 2, 3]", b'"a string"', b"42", b"null", b"true", b"not json at all",
+               b'{"id": "x", "tenantId": "t"', b"", b'{"a": 1} trailing']
+
+
+def forged_bodies(doc_id):
+    meta = {"region": "east", "regionId": 1, "lsn": 999999, "hlc": 1, "base": None}
+    return [
+        {"id": doc_id, "tenantId": "t", "version": 1, "_meridian": meta},
+        {"id": doc_id, "tenantId": "t", "_meridian": {}},
+        {"id": doc_id, "tenantId": "t", "_meridian": None},
+        {"id": doc_id, "tenantId": "t", "_meridian": "west"},
+    ]
+
+
+def lsn_of(resp):
+    rid, lsn = resp.header("x-meridian-version").split(":")
+    return int(rid), int(lsn)
+
+
+def good_write(region, doc_id, **extra):
+    body = dict({"id": doc_id, "tenantId": "t", "version": 1, "by": region.name}, **extra)
+    resp = region.put(doc_id, body)
+    assert resp.status in (200, 201), resp
+    return resp, body
+
+
+def test_non_object_and_forged_bodies_are_refused_and_never_journaled(make_cluster):
+    cluster = make_cluster("embedded")
+    tag = uuid.uuid4().hex[:8]
+    refused_ids = set()
+    existing = {}
+
+    # A document per region that the bad PATCHes and PUTs will target too.
+    before = {}
+    for r in cluster.regions:
+        doc_id = f"ok-{tag}-{r.name}"
+        resp, body = good_write(r, doc_id)
+        existing[doc_id] = (body, resp.header("x-meridian-version"))
+        before[r.name] = lsn_of(resp)
+    cluster.wait_quiet()
+    committed_before = {r.name: h.metric_sum(r.metrics(), "meridian_writes_committed_total")
+                        for r in cluster.regions}
+
+    for r in cluster.regions:
+        own = f"ok-{tag}-{r.name}"
+        n = 0
+        attempts = []
+        for raw in NOT_OBJECTS:
+            doc_id = f"bad-{tag}-{r.name}-{n}"
+            n += 1
+            attempts += [("PUT", rc.ROUTE + doc_id, raw, doc_id),
+                         ("POST", rc.ROUTE, raw, None),
+                         ("PATCH", rc.ROUTE + own, raw, None)]
+        for body in forged_bodies("placeholder"):
+            doc_id = f"forged-{tag}-{r.name}-{n}"
+            n += 1
+            body = dict(body, id=doc_id)
+            raw = json.dumps(body).encode()
+            attempts += [("PUT", rc.ROUTE + doc_id, raw, doc_id),
+                         ("POST", rc.ROUTE, raw, doc_id),
+                         ("PUT", rc.ROUTE + own, json.dumps(dict(body, id=own)).encode(), None),
+                         ("PATCH", rc.ROUTE + own,
+                          json.dumps({"_meridian": body["_meridian"], "x": 1}).encode(), None)]
+        for method, path, raw, doc_id in attempts:
+            ctype = "application/merge-patch+json" if method == "PATCH" else "application/json"
+            resp = h.request(r.port, method, path, body=raw, headers={"Content-Type": ctype})
+            assert resp.status == 400, (r.name, method, path, raw, resp)
+            assert resp.header("x-meridian-version") is None, resp
+            if doc_id:
+                refused_ids.add(doc_id)
+
+    # The journal moved on by exactly one LSN per good write: the refused
+    # ones took none, and writing still works in every region.
+    after = {}
+    for r in cluster.regions:
+        doc_id = f"after-{tag}-{r.name}"
+        resp, body = good_write(r, doc_id)
+        rid, lsn = lsn_of(resp)
+        assert (rid, lsn) == (r.id, before[r.name][1] + 1), \
+            f"{r.name}: LSN went from {before[r.name]} to {(rid, lsn)} over refused writes"
+        existing[doc_id] = (body, resp.header("x-meridian-version"))
+        after[r.name] = lsn
+    cluster.wait_quiet()
+    for r in cluster.regions:
+        committed = h.metric_sum(r.metrics(), "meridian_writes_committed_total")
+        assert committed == committed_before[r.name] + 1, (r.name, committed)
+
+    # Nothing refused exists anywhere, documents targeted by refused writes
+    # are unchanged, and the change feeds list only the good writes.
+    for doc_id in refused_ids:
+        for r in cluster.regions:
+            resp = r.get(doc_id)
+            assert resp.status == 404, (r.name, doc_id, resp)
+    for doc_id, (body, version) in existing.items():
+        status, doc, resps = cluster.wait_same(doc_id)
+        assert status == 200 and doc == body, (doc_id, doc)
+        assert all(x.header("x-meridian-version") == version for x in resps.values())
+    feeds = {r.name: r.all_changes()[0] for r in cluster.regions}
+    assert feeds["east"] == feeds["west"] == feeds["south"]
+    assert sorted(c["version"] for c in feeds["east"]) == \
+        sorted(v for _, v in existing.values())
+    assert not {c["id"] for c in feeds["east"]} & refused_ids
+
+
+def test_backend_refused_write_is_not_replicated_and_leaves_no_backlog(make_cluster):
+    """A write the backend refuses (DELETE of a document that does not exist:
+    404) is relayed unchanged, never replicated, and once the region's real
+    writes are all decided its tentative backlog is back to zero."""
+    cluster = make_cluster("embedded")
+    south = cluster["south"]
+    doc_id = f"real-{uuid.uuid4().hex[:8]}"
+    resp, body = good_write(south, doc_id)
+    cluster.wait_same(doc_id)
+
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    resp = south.delete(missing)
+    assert resp.status == 404, resp
+    assert resp.header("x-meridian-version") is None, resp
+    cluster.wait_applied()
+    for r in cluster.regions:
+        assert missing not in {c["id"] for c in r.all_changes()[0]}, r.name
+
+    def backlog():
+        return h.metric_sum(south.metrics(), "meridian_tentative_backlog", region="south")
+    try:
+        h.poll(lambda: backlog() == 0, timeout=5, what="south's tentative backlog to be 0")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: meridian_tentative_backlog = {backlog()} with nothing "
+                             f"pending (status {south.peer_status()})") from None
+
+
+@pytest.mark.parametrize("region_name", ["east", "west"])
+def test_forged_metadata_is_counted(make_cluster, region_name):
+    cluster = make_cluster("embedded")
+    r = cluster[region_name]
+    before = h.metric_sum(r.metrics(), "meridian_writes_forged_total")
+    doc_id = f"forged-{uuid.uuid4().hex[:8]}"
+    resp = r.put(doc_id, {"id": doc_id, "tenantId": "t", "_meridian": {"region": "x"}})
+    assert resp.status == 400, resp
+    reason = resp.json().get("reason", "")
+    assert "_meridian" in reason, resp
+    assert h.metric_sum(r.metrics(), "meridian_writes_forged_total") == before + 1
