@@ -1,12 +1,16 @@
 /* applier: every region applies the confirmed log it holds to its backend,
- * one entry at a time in crts order, under the entry's key lock:
+ * in crts order, each entry under its key's lock:
  *   - the entry's resulting head is written to the backend (PUT, or DELETE
- *     for a tombstone) unless the backend already holds that version, or this
- *     region still has its own undecided writes on the key (they stay visible
- *     until the hub's decision on them arrives);
- *   - the heads index, the applied position and (for this region's own
- *     writes) the journal are updated in one transaction, so applying again
- *     after a crash is a no-op. */
+ *     for a tombstone) unless the backend already holds that version (or a
+ *     later one), or this region still has its own undecided writes on the
+ *     key (they stay visible until the hub's decision on them arrives);
+ *   - the heads index and (for this region's own writes) the journal are
+ *     updated in one transaction.
+ * Up to apply_window entries are in flight at once (the embedded store keeps
+ * their order; an HTTP backend gets one at a time). The applied position
+ * advances over the longest prefix of finished entries; after a crash the
+ * entries past the recorded position are applied again, which changes
+ * nothing. A failed backend write keeps its key locked and is retried. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,30 +25,24 @@
 #define APPLY_RETRY_MS 500
 
 struct apply_op {
+    struct apply_op *next;        /* in crts order */
     struct repl *r;
     struct clog_entry e;
     char key[512];
     size_t klen;
-    struct head_rec head;     /* what the index will say afterwards */
-    bool own;
+    struct head_rec head;         /* what the index will say afterwards */
+    bool own;                     /* this region's write, still in its journal */
+    bool locked, done, failed;
+    uint64_t retry_ms;
+    uint64_t persist_crts;        /* applied position recorded with this entry */
 };
+
+static void apply_locked(void *arg);
 
 static void apply_free(struct apply_op *op)
 {
     clog_entry_clear(&op->e);
     free(op);
-}
-
-/* Shutting down: the applied position says where to resume next time. */
-static bool apply_closing(struct apply_op *op)
-{
-    struct repl *r = op->r;
-    if (!r->closing)
-        return false;
-    keylock_release(r->locks, op->key, op->klen);
-    apply_free(op);
-    r->applying = false;
-    return true;
 }
 
 static void apply_fail(struct apply_op *op, const char *why)
@@ -53,10 +51,8 @@ static void apply_fail(struct apply_op *op, const char *why)
     r->stats.apply_errors++;
     log_warn("applying crts %llu (%s/%s): %s; retrying", (unsigned long long)op->e.crts,
              op->e.w.container, op->e.w.id, why);
-    keylock_release(r->locks, op->key, op->klen);
-    apply_free(op);
-    r->applying = false;
-    r->apply_retry_ms = node_now_ms(r->node) + APPLY_RETRY_MS;
+    op->failed = true;
+    op->retry_ms = node_now_ms(r->node) + APPLY_RETRY_MS;
 }
 
 static int apply_commit(MDB_txn *txn, void *arg, struct err *err)
@@ -67,33 +63,63 @@ static int apply_commit(MDB_txn *txn, void *arg, struct err *err)
         return -1;
     if (op->own && journal_del_write(txn, j, op->e.w.lsn, err) < 0)
         return -1;
-    return journal_put_meta(txn, j, "applied_crts", op->e.crts, err);
+    return op->persist_crts ? journal_put_meta(txn, j, "applied_crts", op->persist_crts, err) : 0;
+}
+
+static int persist_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct repl *r = arg;
+    return journal_put_meta(txn, r->j, "applied_crts", r->apply_persisted, err);
+}
+
+/* Pops finished entries off the front: the applied position is the last
+ * entry before which everything is done. */
+static void apply_advance(struct repl *r)
+{
+    while (r->apply_head && r->apply_head->done) {
+        struct apply_op *op = r->apply_head;
+        r->apply_head = op->next;
+        if (!r->apply_head)
+            r->apply_tail = NULL;
+        r->j->applied_crts = op->e.crts;
+        r->apply_inflight--;
+        apply_free(op);
+    }
+    if (!r->apply_head && r->j->applied_crts > r->apply_persisted && !r->closing) {
+        r->apply_persisted = r->j->applied_crts;
+        if (committer_submit(r->j->committer, persist_apply, NULL, r, false) < 0)
+            r->apply_persisted = 0;
+    }
 }
 
 static void apply_committed(void *arg, int rc, const char *reason)
 {
     struct apply_op *op = arg;
     struct repl *r = op->r;
-    if (apply_closing(op))
-        return;
-    if (rc < 0) {
+    if (rc < 0 && !r->closing) {
         apply_fail(op, reason);
         return;
     }
-    r->j->applied_crts = op->e.crts;
+    op->done = true;
+    if (op->locked)
+        keylock_release(r->locks, op->key, op->klen);
+    op->locked = false;
+    if (r->closing)
+        return;
     r->stats.applied++;
     int idx = repl_region_index(r, op->e.w.origin);
     uint64_t now = hlc_wall_ms(), born = HLC_MS(op->e.w.hlc);
     if (idx >= 0 && now >= born)
         stats_observe(&r->stats.replication_seconds[idx], (now - born) / 1000.0);
-    keylock_release(r->locks, op->key, op->klen);
-    apply_free(op);
-    r->applying = false;
+    apply_advance(r);
     applier_kick(r);
 }
 
 static void apply_record(struct apply_op *op)
 {
+    op->persist_crts = op->r->j->applied_crts > op->r->apply_persisted ? op->r->j->applied_crts : 0;
+    if (op->persist_crts)
+        op->r->apply_persisted = op->persist_crts;
     if (committer_submit(op->r->j->committer, apply_commit, apply_committed, op, false) < 0)
         apply_fail(op, "out of memory");
 }
@@ -101,8 +127,10 @@ static void apply_record(struct apply_op *op)
 static void apply_backend_done(void *arg, const struct backend_answer *a)
 {
     struct apply_op *op = arg;
-    if (apply_closing(op))
+    if (op->r->closing) {
+        apply_committed(op, 0, NULL);
         return;
+    }
     bool ok = (a->status >= 200 && a->status <= 299) || (op->e.head_delete && a->status == 404);
     if (!ok) {
         char why[300];
@@ -124,38 +152,47 @@ static const char *route_of(const struct repl *r, const char *container)
     return NULL;
 }
 
+/* The index says the backend needs nothing: own writes pending, or it
+ * already holds this version or a later confirmed one. */
+static bool apply_index_only(struct apply_op *op, const struct head_rec *h, uint32_t pending)
+{
+    if (!pending && !(h->exists && version_eq(h->version, op->e.head)) &&
+        !(h->exists && h->crts > op->e.crts))
+        return false;
+    op->head = *h;
+    op->head.pending = pending;
+    if (!pending && h->crts <= op->e.crts && version_eq(h->version, op->e.head)) {
+        op->head.crts = op->e.crts;
+        op->head.deleted = op->e.head_delete;
+    }
+    return true;
+}
+
 static void apply_locked(void *arg)
 {
     struct apply_op *op = arg;
     struct repl *r = op->r;
     struct head_rec h;
-    if (apply_closing(op))
+    op->locked = true;
+    op->failed = false;
+    if (r->closing) {
+        apply_committed(op, 0, NULL);
         return;
+    }
     journal_head(r->j, op->e.w.container, op->e.w.id, &h);
-    op->own = op->e.w.origin == r->self->id;
+    op->own = op->e.w.origin == r->self->id && journal_has_write(r->j, op->e.w.lsn);
     uint32_t pending = h.pending;
     if (op->own && pending)
         pending--;
-    if (pending || (h.exists && version_eq(h.version, op->e.head))) {
-        /* Own undecided writes stay visible; or the backend already has it. */
-        op->head = h;
-        op->head.pending = pending;
-        if (!pending) {
-            op->head.crts = op->e.crts;
-            op->head.deleted = op->e.head_delete;
-        }
-        apply_record(op);
+    const char *route = route_of(r, op->e.w.container);
+    if (apply_index_only(op, &h, pending) || !route) {
+        apply_record(op); /* (a container this region no longer serves: index only) */
         return;
     }
     op->head = (struct head_rec){ .exists = true, .version = op->e.head, .hlc = op->e.head_hlc,
                                   .crts = op->e.crts, .pending = 0,
                                   .deleted = op->e.head_delete };
-    const char *route = route_of(r, op->e.w.container);
     char path[1024];
-    if (!route) {
-        apply_record(op); /* a container this region no longer serves: index only */
-        return;
-    }
     snprintf(path, sizeof path, "%s%s", route, op->e.w.id);
     const char *doc = op->e.head_delete ? NULL : op->e.head_doc;
     backend_request(r->node, op->e.head_delete ? "DELETE" : "PUT", path, NULL, NULL, doc,
@@ -170,31 +207,71 @@ static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
     int rc = clog_entry_from_json(root, &op->e, &err);
     json_decref(root);
     if (rc < 0) {
-        log_error("confirmed-log entry %llu is unreadable: %s", (unsigned long long)crts, err.msg);
+        log_error("confirmed-log entry %llu is unreadable, skipped: %s", (unsigned long long)crts,
+                  err.msg);
         memset(&op->e, 0, sizeof op->e);
     }
     op->e.crts = crts;
     return 1;
 }
 
-void applier_kick(struct repl *r)
+/* Takes up the next entry after the last one dispatched. */
+static bool apply_dispatch(struct repl *r)
 {
-    struct journal *j = r->j;
-    if (r->closing || r->applying || j->applied_crts >= j->stored_crts)
-        return;
     struct apply_op *op = calloc(1, sizeof *op);
     if (!op)
-        return;
+        return false;
     op->r = r;
-    journal_scan_clog(j, j->applied_crts, j->stored_crts, 1, apply_load, op);
-    if (!op->e.w.container) {
+    journal_scan_clog(r->j, r->apply_dispatched, r->j->stored_crts, 1, apply_load, op);
+    if (!op->e.crts) {
         apply_free(op);
-        r->apply_retry_ms = node_now_ms(r->node) + APPLY_RETRY_MS;
-        return;
+        return false;
     }
-    r->applying = true;
-    r->apply_retry_ms = 0;
+    r->apply_dispatched = op->e.crts;
+    r->apply_inflight++;
+    if (r->apply_tail)
+        r->apply_tail->next = op;
+    else
+        r->apply_head = op;
+    r->apply_tail = op;
+    if (!op->e.w.container) {
+        op->done = true; /* unreadable: nothing to apply */
+        apply_advance(r);
+        return true;
+    }
     op->klen = repl_key(op->e.w.container, op->e.w.id, op->key, sizeof op->key);
     if (keylock_acquire(r->locks, op->key, op->klen, apply_locked, op) < 0)
         apply_fail(op, "out of memory");
+    return true;
+}
+
+void applier_kick(struct repl *r)
+{
+    if (r->apply_dispatched < r->j->applied_crts)
+        r->apply_dispatched = r->j->applied_crts;
+    if (!r->apply_persisted)
+        r->apply_persisted = r->j->applied_crts;
+    while (!r->closing && r->apply_inflight < r->apply_window &&
+           r->apply_dispatched < r->j->stored_crts)
+        if (!apply_dispatch(r))
+            break;
+}
+
+void applier_tick(struct repl *r, uint64_t now)
+{
+    for (struct apply_op *op = r->apply_head; op; op = op->next)
+        if (op->failed && now >= op->retry_ms)
+            apply_locked(op); /* still holds its key: nothing later got ahead */
+    applier_kick(r);
+}
+
+void applier_close(struct repl *r)
+{
+    while (r->apply_head) {
+        struct apply_op *op = r->apply_head;
+        r->apply_head = op->next;
+        apply_free(op);
+    }
+    r->apply_tail = NULL;
+    r->apply_inflight = 0;
 }

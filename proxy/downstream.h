@@ -45,6 +45,7 @@ struct ds_backend {
     struct write_op *write;      /* a replicated write in progress */
     struct peer_stream *stream;  /* a confirmed-log stream being served */
     struct ship_req *ship;       /* a shipped batch being decided */
+    struct read_wait *read;      /* a read waiting for a write to its key */
     bool paused;                 /* the backend's reads wait for the client */
 };
 

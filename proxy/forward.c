@@ -148,6 +148,14 @@ static void forward_store(struct downstream *c)
 /* Container requests Meridian serves itself: writes go through replication,
  * _changes is the change feed; reads of a document are annotated and then
  * forwarded like any other request (returns false). */
+static void forward_backend(struct downstream *c)
+{
+    if (downstream_node(c)->store)
+        forward_store(c);
+    else
+        forward_upstream(c);
+}
+
 static bool forward_container(struct downstream *c, const struct conf_container *ct)
 {
     struct node *n = downstream_node(c);
@@ -166,12 +174,11 @@ static bool forward_container(struct downstream *c, const struct conf_container 
         return true;
     }
     char doc_id[512];
-    if (id_len < sizeof doc_id) {
-        memcpy(doc_id, id, id_len);
-        doc_id[id_len] = '\0';
-        repl_annotate_read(n->repl, c, ct, doc_id);
-    }
-    return false;
+    if (id_len >= sizeof doc_id)
+        return false;
+    memcpy(doc_id, id, id_len);
+    doc_id[id_len] = '\0';
+    return repl_read(n->repl, c, ct, doc_id, forward_backend);
 }
 
 void forward_request(struct downstream *c)
@@ -194,10 +201,7 @@ void forward_request(struct downstream *c)
                                "no container route matches this path (proxy.unmatched: refuse)");
         return;
     }
-    if (n->store)
-        forward_store(c);
-    else
-        forward_upstream(c);
+    forward_backend(c);
 }
 
 void forward_cancel(struct downstream *c)
@@ -207,6 +211,7 @@ void forward_cancel(struct downstream *c)
     if (b->sop)
         embedded_cancel(b->sop);
     writepath_detach(b->write);
+    repl_read_cancel(b->read);
     peer_stream_cancel(b->stream);
     peer_ship_detach(b->ship);
     *b = (struct ds_backend){ 0 };

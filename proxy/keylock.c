@@ -140,6 +140,11 @@ void keylock_release(struct keylock *kl, const char *key, size_t klen)
     fn(arg);
 }
 
+bool keylock_is_held(struct keylock *kl, const char *key, size_t klen)
+{
+    return *find(kl, key, klen) != NULL;
+}
+
 size_t keylock_held(const struct keylock *kl)
 {
     return kl->n_held;

@@ -5,6 +5,7 @@
 #ifndef MERIDIAN_KEYLOCK_H
 #define MERIDIAN_KEYLOCK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct keylock;
@@ -25,5 +26,6 @@ void keylock_forget(struct keylock *kl, const char *key, size_t klen, void *arg)
 void keylock_release(struct keylock *kl, const char *key, size_t klen);
 
 size_t keylock_held(const struct keylock *kl);
+bool keylock_is_held(struct keylock *kl, const char *key, size_t klen);
 
 #endif

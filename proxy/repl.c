@@ -129,8 +129,8 @@ void repl_log_grew(struct repl *r, uint64_t last_crts)
 
 /* --- reads and the change feed ----------------------------------------------- */
 
-void repl_annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
-                        const char *id)
+static void annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
+                          const char *id)
 {
     struct head_rec h;
     char crts[24];
@@ -145,6 +145,62 @@ void repl_annotate_read(struct repl *r, struct downstream *c, const struct conf_
     char v[VERSION_TEXT_MAX];
     version_format(h.version, v);
     downstream_add_header(c, "X-Meridian-Version", v);
+}
+
+struct read_wait {
+    struct repl *r;
+    struct downstream *c;        /* NULL once the client went away */
+    const struct conf_container *ct;
+    void (*proceed)(struct downstream *c);
+    char key[512];
+    size_t klen;
+    char id[512];
+};
+
+static void read_locked(void *arg)
+{
+    struct read_wait *rw = arg;
+    struct downstream *c = rw->c;
+    /* The write before us is committed: the index describes what the
+     * backend holds. The lock is not needed for the read itself. */
+    keylock_release(rw->r->locks, rw->key, rw->klen);
+    if (c && !rw->r->closing) {
+        downstream_backend(c)->read = NULL;
+        annotate_read(rw->r, c, rw->ct, rw->id);
+        rw->proceed(c);
+    }
+    free(rw);
+}
+
+bool repl_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
+               const char *id, void (*proceed)(struct downstream *c))
+{
+    char key[512];
+    size_t klen = repl_key(ct->name, id, key, sizeof key);
+    struct read_wait *rw = NULL;
+    if (klen && keylock_is_held(r->locks, key, klen))
+        rw = calloc(1, sizeof *rw);
+    if (!rw) {
+        annotate_read(r, c, ct, id);
+        return false;
+    }
+    *rw = (struct read_wait){ .r = r, .c = c, .ct = ct, .proceed = proceed, .klen = klen };
+    memcpy(rw->key, key, klen);
+    snprintf(rw->id, sizeof rw->id, "%s", id);
+    downstream_backend(c)->read = rw;
+    if (keylock_acquire(r->locks, rw->key, rw->klen, read_locked, rw) < 0) {
+        downstream_backend(c)->read = NULL;
+        free(rw);
+        annotate_read(r, c, ct, id);
+        return false;
+    }
+    return true;
+}
+
+void repl_read_cancel(struct read_wait *rw)
+{
+    if (rw)
+        rw->c = NULL;
 }
 
 struct changes_scan {
@@ -519,6 +575,10 @@ int repl_init(struct node *n, struct err *err)
     r->node = n;
     r->self = n->region;
     r->hub = &n->conf->regions[0];
+    /* The embedded store applies queued writes in order, so entries can be in
+     * flight together without changing the order they become visible in; an
+     * HTTP backend's pooled connections could reorder them. */
+    r->apply_window = n->store ? 128 : 1;
     r->is_hub = r->self == r->hub;
     r->topology = 1;
     TAILQ_INIT(&r->streams);
@@ -570,6 +630,7 @@ void repl_close(struct repl *r)
     repl_stop(r);
     /* Completions of queued jobs run here and see `closing`. */
     journal_close(r->j);
+    applier_close(r);
     keylock_free(r->locks);
     sbuf_free(&r->follow_buf);
     sbuf_free(&r->follow_batch);
@@ -588,8 +649,7 @@ void repl_tick(struct repl *r, uint64_t now)
         if (!r->follow && r->follow_retry_ms && now >= r->follow_retry_ms)
             follower_kick(r);
     }
-    if (!r->applying && r->apply_retry_ms && now >= r->apply_retry_ms)
-        applier_kick(r);
+    applier_tick(r, now);
     if (now - r->last_heartbeat_ms >= 1000) {
         r->last_heartbeat_ms = now;
         peer_streams_heartbeat(r);
@@ -678,7 +738,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_counter(out, "meridian_applied_total", "Confirmed-log entries applied here.", st->applied, region) < 0 ||
         render_counter(out, "meridian_apply_backend_writes_total", "Backend writes made by the applier.", st->apply_backend_writes, region) < 0 ||
         render_counter(out, "meridian_apply_errors_total", "Failed attempts to apply an entry (retried).", st->apply_errors, region) < 0 ||
-        render_gauge(out, "meridian_applied_crts", "Confirmed-log position applied here.", (double)r->j->applied_crts, region) < 0 ||
+        render_counter(out, "meridian_applied_crts", "Confirmed-log position applied here (a crts; only grows).", r->j->applied_crts, region) < 0 ||
         render_gauge(out, "meridian_region_lag_ms", "How far this region's applied position trails the hub's log, in HLC milliseconds.", (double)(lag >> 16), region) < 0 ||
         render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub and applied here.", (double)backlog, region) < 0 ||
         render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||

@@ -71,8 +71,11 @@ struct repl {
     bool follow_storing, follow_paused;
     uint64_t follow_retry_ms, follow_backoff_ms;
     uint64_t hub_last_crts, hub_heard_ms;
-    /* applier */
-    bool applying;
+    /* applier: entries in flight, in crts order */
+    struct apply_op *apply_head, *apply_tail;
+    uint32_t apply_inflight, apply_window;
+    uint64_t apply_dispatched;     /* crts of the last entry taken up */
+    uint64_t apply_persisted;      /* applied position last written to LMDB */
     uint64_t apply_retry_ms;
     /* hub: confirmed-log streams being served */
     struct peer_stream_list streams;
@@ -114,9 +117,15 @@ void writepath_detach(struct write_op *w);
 const char *writepath_doc_id(const struct conf_container *ct, const char *target, size_t tlen,
                              size_t *id_len);
 
-/* Reads of container documents get X-Meridian-Confirmed / X-Meridian-Crts. */
-void repl_annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
-                        const char *id);
+/* A read of a container document: annotated with X-Meridian-Version,
+ * X-Meridian-Confirmed and X-Meridian-Crts, then `proceed` sends it to the
+ * backend. When a write to the key is in progress the read waits for it, so
+ * a client reads its own write with the headers of that write. Returns
+ * false when the caller should proceed at once (annotated already). */
+struct read_wait;
+bool repl_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
+               const char *id, void (*proceed)(struct downstream *c));
+void repl_read_cancel(struct read_wait *rw);
 /* GET {route}_changes */
 void repl_changes(struct repl *r, struct downstream *c, const struct conf_container *ct);
 
@@ -136,6 +145,9 @@ void shipper_kick(struct repl *r);
 void follower_kick(struct repl *r);
 void follower_stop(struct repl *r);
 void applier_kick(struct repl *r);
+/* Retries entries whose backend write failed. */
+void applier_tick(struct repl *r, uint64_t now_ms);
+void applier_close(struct repl *r);
 
 /* The hub decides the writes of `b` (owned) and then calls done. */
 struct confirm_batch;

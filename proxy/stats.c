@@ -3,8 +3,10 @@
 #include <llhttp.h>
 #include <stdio.h>
 
+/* Fine around tens of milliseconds, where replication over a WAN lives. */
 static const double bucket_bounds[STATS_BUCKETS] = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04,
+    0.05, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1, 5, 30,
 };
 
 static const char *const method_names[SM__COUNT] = {

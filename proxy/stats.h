@@ -26,7 +26,7 @@ enum stats_client_error {
     SCE_IDLE_TIMEOUT, SCE_CLOSED_IN_FLIGHT, SCE__COUNT
 };
 
-#define STATS_BUCKETS 14
+#define STATS_BUCKETS 20
 
 struct histogram {
     uint64_t buckets[STATS_BUCKETS]; /* non-cumulative counts per upper bound */

@@ -11,8 +11,10 @@
  *   committer job: journal intent (durable) ─▶ wp_intent_done
  *        │
  *   backend_request(PUT|DELETE) ─▶ wp_backend_done
- *        ├─ 2xx: repl_commit_write (hub: decided in the same step) ─▶ wp_committed
- *        │        answer: backend's answer + ETag, X-Meridian-Version, X-Session-Token
+ *        ├─ 2xx: answer at once (backend's answer + ETag, X-Meridian-Version,
+ *        │        X-Session-Token): the intent is durable and the backend holds the
+ *        │        write, so recovery would commit it; then repl_commit_write (hub:
+ *        │        decided in the same step) ─▶ wp_committed releases the key
  *        ├─ other status: repl_abort_write ─▶ relay the backend's answer unchanged
  *        └─ no answer: the entry stays an intent; recovery reads the document back
  *   keylock_release(key)
@@ -205,14 +207,10 @@ static void wp_committed(void *arg, int rc, const char *reason)
     struct write_op *w = arg;
     if (rc < 0) {
         /* The backend has the write but the journal could not record it:
-         * leave it to recovery, which reads it back. */
+         * recovery reads it back and commits it. */
         log_error("journal commit of lsn %llu failed: %s", (unsigned long long)w->w.lsn, reason);
         w->r->recover_again = true;
-        wp_end_error(w, 500, "journal_failed", reason);
-        return;
     }
-    if (w->c)
-        wp_answer(w);
     keylock_release(w->r->locks, w->key, w->klen);
     wp_free(w);
 }
@@ -252,10 +250,15 @@ static void wp_backend_done(void *arg, const struct backend_answer *a)
         return;
     }
     wp_keep_answer(w, a);
-    if (a->status >= 200 && a->status <= 299)
-        repl_commit_write(w->r, &w->w, wp_committed, w);
-    else
+    if (a->status < 200 || a->status > 299) {
         repl_abort_write(w->r, w->w.lsn, wp_aborted, w);
+        return;
+    }
+    if (w->c) {
+        wp_answer(w);
+        w->c = NULL; /* answered: the rest happens without the client */
+    }
+    repl_commit_write(w->r, &w->w, wp_committed, w);
 }
 
 static int wp_intent_apply(MDB_txn *txn, void *arg, struct err *err)

@@ -351,6 +351,15 @@ static int scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, si
     return 0;
 }
 
+bool journal_has_write(struct journal *j, uint64_t lsn)
+{
+    MDB_txn *txn = rtxn(j);
+    unsigned char kb[8];
+    be64_put(kb, lsn);
+    MDB_val k = { 8, kb }, v;
+    return txn && mdb_get(txn, j->writes, &k, &v) == 0;
+}
+
 static int backlog_first(void *arg, const struct repl_write *w)
 {
     *(uint64_t *)arg = w->hlc;

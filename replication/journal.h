@@ -62,6 +62,9 @@ int journal_head(struct journal *j, const char *container, const char *id, struc
 int journal_chead_get(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
                       struct chead_rec *out);
 
+/* Whether the journal still holds own write `lsn`. */
+bool journal_has_write(struct journal *j, uint64_t lsn);
+
 /* How many own writes are journaled and not yet applied as decided (the
  * tentative backlog), and the HLC of the oldest (0 when none). */
 int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc);

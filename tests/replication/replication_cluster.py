@@ -414,17 +414,36 @@ class Cluster:
                     resp.header("x-meridian-confirmed") != "true" for _, _, resp in seen.values()):
                 return None
             return seen
-        seen = h.poll(same, timeout=timeout, interval=0.05,
-                      what=f"{doc_id!r} identical in every region "
-                           f"(last: {self._summary(doc_id)})")
+        try:
+            seen = h.poll(same, timeout=timeout, interval=0.05,
+                          what=f"{doc_id!r} identical in every region")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.explain(doc_id)}") from None
         s, d, _ = next(iter(seen.values()))
         return s, d, {k: v[2] for k, v in seen.items()}
 
-    def _summary(self, doc_id):
-        try:
-            return {k: (s, d) for k, (s, d, _) in self.read_all(doc_id).items()}
-        except Exception as e:
-            return repr(e)
+    def explain(self, doc_id):
+        """Diagnostics for a failure message: what each region holds for
+        doc_id and every decision the hub made on it."""
+        lines = [f"--- {doc_id}"]
+        for r in self.regions:
+            try:
+                resp = r.get(doc_id)
+                body = resp.json() if resp.status == 200 else None
+                lines.append(f"  {r.name}: {resp.status} version={resp.header('x-meridian-version')} "
+                             f"confirmed={resp.header('x-meridian-confirmed')} "
+                             f"doc={body and user_fields(body)} meta={body and body.get('_meridian')}")
+            except Exception as e:
+                lines.append(f"  {r.name}: {e!r}")
+        for e in self.hub.confirmed_log(idle=0.3, limit_s=3):
+            w = e.get("write") or {}
+            if w.get("id") == doc_id:
+                lines.append(f"  hub decided crts {e['crts']}: {w['origin']}:{w['lsn']} "
+                             f"hlc={w['hlc']} base={w['base']} value={w.get('value')} "
+                             f"delete={w['delete']} -> {e['outcome']} "
+                             f"conflict={e.get('conflict')} "
+                             f"head={(e.get('head') or {}).get('version')}")
+        return "\n".join(lines)
 
     def dump(self, region, ids):
         """{id: user fields or None (404)} of the given ids in one region,
@@ -464,3 +483,28 @@ def concurrently(calls):
         t.join(30)
     assert not errors, f"concurrent call failed: {errors!r}"
     return results
+
+
+def hub_conflicts(cluster):
+    """meridian_conflicts_total at the hub, all kinds and outcomes."""
+    return h.metric_sum(cluster.hub.metrics(), "meridian_conflicts_total")
+
+
+def concurrent_round(cluster, make_calls, min_conflicts, attempts=3):
+    """Makes writes that must meet at the hub as conflicts: make_calls(n)
+    returns (doc_id, [callables]) on a fresh id for attempt n; the callables
+    run at the same moment (the WAN relays should add a delay). Once the
+    hub has decided them, the round counts if the hub's conflict counter grew
+    by min_conflicts; otherwise a writer thread started so late that it had
+    already seen another region's write (a loaded machine), and the round is
+    run again on a fresh id. Returns (doc_id, results)."""
+    for n in range(attempts):
+        before = hub_conflicts(cluster)
+        doc_id, calls = make_calls(n)
+        results = concurrently(calls)
+        cluster.wait_quiet()
+        if hub_conflicts(cluster) - before >= min_conflicts:
+            return doc_id, results
+        print(f"round on {doc_id} made fewer than {min_conflicts} conflicts; again")
+    raise AssertionError(f"{attempts} rounds of concurrent writes never met at the hub as "
+                         f"{min_conflicts} conflicts; last:\n{cluster.explain(doc_id)}")

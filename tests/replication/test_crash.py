@@ -16,7 +16,6 @@ from collections import defaultdict
 
 import replication_cluster as rc
 
-h = rc.h
 
 THREADS_PER_REGION = 3
 SHARED_IDS = 6

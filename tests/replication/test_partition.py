@@ -6,7 +6,6 @@ import uuid
 
 import replication_cluster as rc
 
-h = rc.h
 
 CUT_SECONDS = 2.0   # how long the cut lasts while writes go on everywhere
 
