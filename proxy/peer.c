@@ -231,13 +231,17 @@ static void peer_log(struct repl *r, struct downstream *c, uint64_t since)
 
 static void peer_status(struct repl *r, struct downstream *c)
 {
+    json_int_t streams = 0;
+    struct peer_stream *s;
+    TAILQ_FOREACH(s, &r->streams, link)
+        streams++;
     peer_json(c, 200,
               json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:i}", "region", r->self->name,
                         "regionId", (json_int_t)r->self->id, "hub", r->is_hub, "next_lsn",
                         (json_int_t)r->j->next_lsn, "applied_crts", (json_int_t)r->j->applied_crts,
                         "stored_crts", (json_int_t)r->j->stored_crts, "shipped_upto",
                         (json_int_t)r->ship_after, "hub_last_crts", (json_int_t)r->hub_last_crts,
-                        "streams", 0));
+                        "streams", (int)streams));
 }
 
 static uint64_t since_param(const char *target, bool *bad)
