@@ -19,21 +19,24 @@
 #define SHIP_BACKOFF_MAX_MS 5000
 
 struct ship_collect {
-    json_t *writes;
-    uint64_t last_lsn;
-    size_t bytes;
+    struct sbuf body;            /* the batch's JSON text, being built */
+    size_t n;
+    bool failed;
 };
 
 static int ship_collect_one(void *arg, const struct repl_write *w)
 {
     struct ship_collect *sc = arg;
-    if (w->state != WRITE_COMMITTED || (sc->bytes && sc->bytes >= SHIP_BATCH_BYTES))
+    if (w->state != WRITE_COMMITTED || sc->body.len >= SHIP_BATCH_BYTES)
         return 1;
-    sc->bytes += (w->doc ? strlen(w->doc) : 0) + 200;
-    json_t *j = repl_write_to_json(w);
-    json_object_del(j, "state");
-    json_array_append_new(sc->writes, j);
-    sc->last_lsn = w->lsn;
+    char *frame = repl_write_frame(w);
+    if (!frame || (sc->n && sbuf_add(&sc->body, ",", 1) < 0) || sbuf_adds(&sc->body, frame) < 0) {
+        sc->failed = true;
+        free(frame);
+        return 1;
+    }
+    free(frame);
+    sc->n++;
     return 0;
 }
 
@@ -91,24 +94,26 @@ void shipper_kick(struct repl *r)
     if (r->closing || r->is_hub || r->ship_inflight || r->recovering ||
         (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms))
         return;
-    struct ship_collect sc = { json_array(), 0, 0 };
-    journal_scan_writes(r->j, r->ship_after, SHIP_BATCH_MAX, ship_collect_one, &sc);
-    size_t n = json_array_size(sc.writes);
-    if (n == 0) {
-        json_decref(sc.writes);
-        return;
-    }
-    char *body = entry_dump(json_pack("{s:I,s:I,s:o}", "origin", (json_int_t)r->self->id, "hlc",
-                                      (json_int_t)repl_hlc_now(r), "writes", sc.writes));
-    if (!body) {
-        ship_backoff(r, "out of memory");
+    struct ship_collect sc = { 0 };
+    if (sbuf_printf(&sc.body, "{\"origin\":%u,\"hlc\":%llu,\"writes\":[", r->self->id,
+                    (unsigned long long)repl_hlc_now(r)) < 0)
+        sc.failed = true;
+    else
+        journal_scan_writes(r->j, r->ship_after, SHIP_BATCH_MAX, ship_collect_one, &sc);
+    size_t n = sc.n;
+    if (!sc.failed && n && sbuf_add(&sc.body, "]}", 2) < 0)
+        sc.failed = true;
+    if (sc.failed || n == 0) {
+        sbuf_free(&sc.body);
+        if (sc.failed)
+            ship_backoff(r, "out of memory");
         return;
     }
     r->ship_inflight = true;
     r->ship_retry_ms = 0;
     r->stats.ship_batches++;
     r->stats.ship_writes += n;
-    backend_http(r->node, r->hub_pool, "POST", "/_meridian/v1/ship", body, strlen(body),
+    backend_http(r->node, r->hub_pool, "POST", "/_meridian/v1/ship", sc.body.p, sc.body.len,
                  ship_answer, r);
-    free(body);
+    sbuf_free(&sc.body);
 }

@@ -172,7 +172,7 @@ static int wp_tag(struct write_op *w, const struct head_rec *h)
     w->w.doc = json_dumps(w->doc, JSON_COMPACT);
     if (!w->w.doc)
         return -1;
-    w->w.has_value = entry_path_number(w->w.doc, ct->lww_path, &w->w.value);
+    w->w.has_value = entry_json_number(w->doc, ct->lww_path, &w->w.value);
     return 0;
 }
 

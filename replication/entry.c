@@ -137,6 +137,29 @@ int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err)
     return 0;
 }
 
+char *repl_write_frame(const struct repl_write *w)
+{
+    struct repl_write head = *w;
+    head.doc = NULL;
+    head.state = 0;
+    json_t *j = repl_write_to_json(&head);
+    if (j)
+        json_object_del(j, "doc");
+    char *text = entry_dump(j);
+    if (!text || !w->doc)
+        return text;
+    size_t tl = strlen(text), dl = strlen(w->doc);
+    char *frame = malloc(tl + dl + 8);
+    if (frame) {
+        memcpy(frame, text, tl - 1); /* without the closing brace */
+        memcpy(frame + tl - 1, ",\"doc\":", 7);
+        memcpy(frame + tl + 6, w->doc, dl);
+        memcpy(frame + tl + 6 + dl, "}", 2);
+    }
+    free(text);
+    return frame;
+}
+
 void clog_entry_clear(struct clog_entry *e)
 {
     repl_write_clear(&e->w);
@@ -236,7 +259,16 @@ bool entry_path_number(const char *doc, const char *path, double *out)
     if (!doc || !path || path[0] != '/')
         return false;
     json_t *root = json_loads(doc, 0, NULL);
-    json_t *cur = root;
+    bool ok = entry_json_number(root, path, out);
+    json_decref(root);
+    return ok;
+}
+
+bool entry_json_number(const json_t *root, const char *path, double *out)
+{
+    if (!root || !path || path[0] != '/')
+        return false;
+    const json_t *cur = root;
     const char *p = path;
     while (cur && *p == '/') {
         const char *end = strchr(p + 1, '/');
@@ -254,6 +286,5 @@ bool entry_path_number(const char *doc, const char *path, double *out)
     bool ok = cur && json_is_number(cur) && isfinite(json_number_value(cur));
     if (ok)
         *out = json_number_value(cur);
-    json_decref(root);
     return ok;
 }

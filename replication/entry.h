@@ -54,6 +54,11 @@ int repl_write_copy(struct repl_write *dst, const struct repl_write *src) MUST_C
 json_t *repl_write_to_json(const struct repl_write *w);
 int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err) MUST_CHECK;
 
+/* The JSON text of a write as shipped (repl_write_to_json without "state"),
+ * with the document spliced in as it is, unparsed: it must be JSON Meridian
+ * produced itself. Caller frees; NULL when memory runs out. */
+char *repl_write_frame(const struct repl_write *w);
+
 void clog_entry_clear(struct clog_entry *e);
 json_t *clog_entry_to_json(const struct clog_entry *e);
 int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err) MUST_CHECK;
@@ -68,5 +73,7 @@ struct lww_write repl_write_lww(const struct repl_write *w);
 /* Number at JSON pointer `path` ("/a/b") of `doc`; false when missing or not
  * numeric (or path NULL). */
 bool entry_path_number(const char *doc, const char *path, double *out);
+/* The same on a parsed document. */
+bool entry_json_number(const json_t *doc, const char *path, double *out);
 
 #endif

@@ -209,14 +209,77 @@ static int put_json_at(MDB_txn *txn, MDB_dbi dbi, uint64_t at, const char *json,
     return rc ? err_set(err, "%s", mdb_strerror(rc)) : 0;
 }
 
+/* Journal entries are binary: a fixed header, then container, id and
+ * document bytes. They never leave this node, and this keeps JSON work off
+ * the write path. */
+struct write_disk {
+    uint64_t lsn, hlc, base_lsn;
+    double value;
+    uint32_t origin, base_region, doc_len;
+    uint16_t container_len, id_len;
+    uint8_t state, is_delete, has_value, has_doc;
+};
+
+static int write_encode(const struct repl_write *w, MDB_val *out)
+{
+    struct write_disk d = {
+        .lsn = w->lsn, .hlc = w->hlc, .base_lsn = w->base.lsn, .value = w->value,
+        .origin = w->origin, .base_region = w->base.region,
+        .doc_len = w->doc ? (uint32_t)strlen(w->doc) : 0,
+        .container_len = (uint16_t)strlen(w->container), .id_len = (uint16_t)strlen(w->id),
+        .state = (uint8_t)w->state, .is_delete = w->is_delete, .has_value = w->has_value,
+        .has_doc = w->doc != NULL,
+    };
+    size_t n = sizeof d + d.container_len + d.id_len + d.doc_len;
+    char *p = malloc(n);
+    if (!p)
+        return -1;
+    memcpy(p, &d, sizeof d);
+    memcpy(p + sizeof d, w->container, d.container_len);
+    memcpy(p + sizeof d + d.container_len, w->id, d.id_len);
+    if (d.doc_len)
+        memcpy(p + sizeof d + d.container_len + d.id_len, w->doc, d.doc_len);
+    *out = (MDB_val){ n, p };
+    return 0;
+}
+
+static int write_decode(const MDB_val *v, struct repl_write *w)
+{
+    struct write_disk d;
+    memset(w, 0, sizeof *w);
+    if (v->mv_size < sizeof d)
+        return -1;
+    memcpy(&d, v->mv_data, sizeof d);
+    if (v->mv_size != sizeof d + d.container_len + d.id_len + d.doc_len)
+        return -1;
+    const char *p = (const char *)v->mv_data + sizeof d;
+    *w = (struct repl_write){ .origin = d.origin, .lsn = d.lsn, .hlc = d.hlc,
+                              .base = { d.base_region, d.base_lsn }, .is_delete = d.is_delete,
+                              .state = (enum write_state)d.state, .has_value = d.has_value,
+                              .value = d.value };
+    w->container = strndup(p, d.container_len);
+    w->id = strndup(p + d.container_len, d.id_len);
+    w->doc = d.has_doc ? strndup(p + d.container_len + d.id_len, d.doc_len) : NULL;
+    if (!w->container || !w->id || (d.has_doc && !w->doc)) {
+        repl_write_clear(w);
+        return -1;
+    }
+    return 0;
+}
+
 int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
                       struct err *err)
 {
-    char *text = entry_dump(repl_write_to_json(w));
-    if (!text)
+    MDB_val v;
+    if (write_encode(w, &v) < 0)
         return err_set(err, "out of memory encoding a journal entry");
-    int rc = put_json_at(txn, j->writes, w->lsn, text, strlen(text), err);
-    free(text);
+    unsigned char kb[8];
+    be64_put(kb, w->lsn);
+    MDB_val k = { 8, kb };
+    int rc = mdb_put(txn, j->writes, &k, &v, 0);
+    free(v.mv_data);
+    if (rc)
+        return err_set(err, "journal: %s", mdb_strerror(rc));
     if (rc == 0 && w->lsn >= journal_get_meta(txn, j, "next_lsn"))
         rc = journal_put_meta(txn, j, "next_lsn", w->lsn + 1, err);
     if (rc == 0 && w->hlc > journal_get_meta(txn, j, "hlc"))
@@ -386,13 +449,9 @@ static int write_scan_one(void *arg, uint64_t lsn, const MDB_val *v)
 {
     struct write_scan *ws = arg;
     struct repl_write w;
-    struct err e;
-    json_t *root = json_loadb(v->mv_data, v->mv_size, 0, NULL);
-    int rc = repl_write_from_json(root, &w, &e);
-    json_decref(root);
-    if (rc < 0)
+    if (write_decode(v, &w) < 0)
         return 0; /* unreadable entries are skipped, never fatal */
-    rc = ws->cb(ws->arg, &w);
+    int rc = ws->cb(ws->arg, &w);
     repl_write_clear(&w);
     return rc;
 }
