@@ -27,12 +27,19 @@
 #   cores). The placement is identical for the three proxies, so the load side
 #   costs the same whichever proxy is under test. The idle proxies stay up on
 #   the proxy core during other targets' runs; idle, they cost nothing.
-#   Each run reports how busy both cores were (from /proc/stat): a proxy core
-#   near 100% means the proxy was the bottleneck, as intended; a load core near
-#   100% with a proxy core well below it means the load side limited the run
-#   and the ratios understate the differences between proxies. The backend
-#   reference line runs with wrk and backend on the load core and the proxy
-#   core idle.
+#   Each run reports the CPU the proxy process itself used (/proc/PID/stat,
+#   in % of one core) and how busy each core was (/proc/stat, every process
+#   counted). A proxy near 100% was the bottleneck, as intended; a load core
+#   near 100% with the proxy well below it means the load side limited the
+#   run and the req/s ratios understate the differences between proxies. A
+#   proxy core much busier than the proxy process means other processes took
+#   CPU from it. Hence the third figure, req/s per proxy CPU-second (req/s
+#   divided by the proxy process's share of a core): the proxy's own cost per
+#   request, which survives both cases. The backend reference line runs with
+#   wrk and backend on the load core and the proxy core idle.
+#   Why not the backend on the proxy core and wrk alone (BACKEND_CPUS=1)? Then
+#   the proxy core surely limits, but two busy processes share it at the
+#   scheduler's whim; in trials the spread between rounds was much wider.
 #
 # Equal work
 #   Meridian adds X-Forwarded-For, X-Forwarded-Proto and Via; HAProxy is given
@@ -53,8 +60,12 @@
 #                if missing; MERIDIAN_BUILD=0 skips that build)
 #   TARGETS      subset to run, space-separated (default "backend meridian haproxy nginx")
 #   PIN          1 (default) pins with taskset, 0 does not
-#   PROXY_CPUS, LOAD_CPUS   taskset CPU lists (defaults above)
+#   PROXY_CPUS, LOAD_CPUS, BACKEND_CPUS   taskset CPU lists (defaults above;
+#                BACKEND_CPUS defaults to LOAD_CPUS)
 #   HAPROXY, NGINX, WRK     binaries (defaults: haproxy, nginx, wrk from PATH or /usr/sbin)
+#   QUIET_WAIT   before each run, wait up to this many seconds (default 30) for
+#                other processes to leave the CPUs below QUIET_BUSY percent busy
+#                (default 10); a run that starts on a busy machine says so
 #   KEEP_TMP     1 keeps the scratch directory (configs, logs, raw wrk output)
 #
 # Usage: bench/passthrough.sh          (from any directory)
@@ -71,6 +82,8 @@ TARGETS=${TARGETS:-"backend meridian haproxy nginx"}
 PIN=${PIN:-1}
 KEEP_TMP=${KEEP_TMP:-0}
 MERIDIAN_BUILD=${MERIDIAN_BUILD:-1}
+QUIET_WAIT=${QUIET_WAIT:-30}
+QUIET_BUSY=${QUIET_BUSY:-10}
 DOC_PATH=/doc.json
 DOC_BYTES=1024
 
@@ -94,7 +107,7 @@ HAPROXY_BIN=$(find_bin haproxy "${HAPROXY:-}") || true
 [[ -n $NGINX_BIN ]] || die "nginx not found (apt-get install nginx-light or nginx)"
 command -v curl >/dev/null || die "curl not found"
 
-for v in DURATION ROUNDS WARMUP CONNECTIONS THREADS; do
+for v in DURATION ROUNDS WARMUP CONNECTIONS THREADS QUIET_WAIT QUIET_BUSY; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 (( DURATION > 0 && ROUNDS > 0 && CONNECTIONS > 0 && THREADS > 0 )) ||
@@ -105,14 +118,16 @@ done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/meridian-bench.XXXXXX") || die "mktemp failed"
 PIDS=()
+declare -A PID   # target name -> pid of the process start() launched
 
 cleanup() {
-    local pid kids=()
+    local pid kids=() k
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
         # nginx workers and any other children are collected before the
         # parent goes, so that a parent killed hard cannot orphan them.
-        kids+=($(pgrep -P "$pid" 2>/dev/null))
+        mapfile -t k < <(pgrep -P "$pid" 2>/dev/null)
+        kids+=("${k[@]}")
         kill -TERM "$pid" 2>/dev/null
     done
     for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
@@ -155,6 +170,7 @@ free_port() {
 
 # CPU placement.
 NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
+ALL_CPUS="0-$((NCPU - 1))"
 if [[ $PIN == 1 ]] && command -v taskset >/dev/null && (( NCPU >= 2 )); then
     PROXY_CPUS=${PROXY_CPUS:-$((NCPU - 1))}
     if [[ -z ${LOAD_CPUS:-} ]]; then
@@ -181,11 +197,12 @@ else
 fi
 
 # start NAME LOG CMD...: start CMD in the background, remember its pid.
+# CMD is a simple command (taskset execs the program), so $! is the program.
 start() {
     local name=$1 log=$2; shift 2
     "$@" >"$log" 2>&1 &
     PIDS+=($!)
-    eval "PID_$name=$!"
+    PID[$name]=$!
 }
 
 # wait_http URL PID: 0 once URL answers 200, 1 if PID died or 10 s passed.
@@ -254,9 +271,9 @@ start_backend() {
     mkdir -p "$TMP/backend"
     render "$BENCH_DIR/conf/backend-nginx.conf" "$TMP/backend/nginx.conf"
     start backend "$TMP/backend/stdout.log" \
-        "${PIN_BACKEND[@]}" "$NGINX_BIN" -p "$TMP/backend" -c "$TMP/backend/nginx.conf"
+        "${PIN_BACKEND[@]}" "$NGINX_BIN" -p "$TMP/backend" -e "$TMP/backend/error.log" -c "$TMP/backend/nginx.conf"
     URL[backend]="http://127.0.0.1:$BACKEND_PORT$DOC_PATH"
-    wait_http "${URL[backend]}" "$PID_backend" ||
+    wait_http "${URL[backend]}" "${PID[backend]}" ||
         die "backend nginx did not start: $(tail -n 5 "$TMP/backend/error.log" "$TMP/backend/stdout.log" 2>/dev/null)"
     local why
     why=$(check_doc "${URL[backend]}") || die "backend: $why"
@@ -270,7 +287,7 @@ start_haproxy() {
     start haproxy "$TMP/haproxy/haproxy.log" \
         "${PIN_PROXY[@]}" "$HAPROXY_BIN" -db -f "$TMP/haproxy/haproxy.cfg"
     URL[haproxy]="http://127.0.0.1:$R_PORT$DOC_PATH"
-    ready_or_skip haproxy "${URL[haproxy]}" "$PID_haproxy" "$TMP/haproxy/haproxy.log"
+    ready_or_skip haproxy "${URL[haproxy]}" "${PID[haproxy]}" "$TMP/haproxy/haproxy.log"
 }
 
 start_nginx_proxy() {
@@ -278,9 +295,9 @@ start_nginx_proxy() {
     mkdir -p "$TMP/nginx"
     render "$BENCH_DIR/conf/proxy-nginx.conf" "$TMP/nginx/nginx.conf"
     start nginx "$TMP/nginx/stdout.log" \
-        "${PIN_PROXY[@]}" "$NGINX_BIN" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf"
+        "${PIN_PROXY[@]}" "$NGINX_BIN" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf"
     URL[nginx]="http://127.0.0.1:$R_PORT$DOC_PATH"
-    ready_or_skip nginx "${URL[nginx]}" "$PID_nginx" "$TMP/nginx/error.log"
+    ready_or_skip nginx "${URL[nginx]}" "${PID[nginx]}" "$TMP/nginx/error.log"
 }
 
 # find_meridian: sets MERIDIAN to a runnable binary, or SKIP[meridian].
@@ -324,8 +341,8 @@ start_meridian() {
     start meridian "$TMP/meridian/meridian.log" \
         "${PIN_PROXY[@]}" "$MERIDIAN" --config "$TMP/meridian/meridian.yaml" --region bench
     URL[meridian]="http://127.0.0.1:$R_PORT$DOC_PATH"
-    if ! wait_http "http://127.0.0.1:$R_PORT/_meridian/health" "$PID_meridian"; then
-        SKIP[meridian]="did not answer GET /_meridian/health with 200 within 10 s: $(tail -n 3 "$TMP/meridian/meridian.log" | tr '\n' ' ')"
+    if ! wait_http "http://127.0.0.1:$R_PORT/_meridian/health" "${PID[meridian]}"; then
+        SKIP[meridian]=$(not_up "${PID[meridian]}" "GET /_meridian/health" "$TMP/meridian/meridian.log")
         return
     fi
     local why
@@ -333,11 +350,23 @@ start_meridian() {
     SKIP[meridian]="$why"
 }
 
+# not_up PID WHAT LOG: why a process that wait_http gave up on is not serving.
+not_up() {
+    local pid=$1 what=$2 log=$3 status
+    if kill -0 "$pid" 2>/dev/null; then
+        printf 'running, but %s did not answer 200 within 10 s' "$what"
+    else
+        wait "$pid"; status=$?
+        printf 'exited with status %d before %s answered 200' "$status" "$what"
+    fi
+    [[ -s $log ]] && printf '; last log lines: %s' "$(tail -n 3 "$log" | tr '\n' ' ')"
+}
+
 # ready_or_skip NAME URL PID LOG
 ready_or_skip() {
     local name=$1 url=$2 pid=$3 log=$4 why
     if ! wait_http "$url" "$pid"; then
-        SKIP[$name]="did not start or did not answer 200 within 10 s: $(tail -n 3 "$log" 2>/dev/null | tr '\n' ' ')"
+        SKIP[$name]=$(not_up "$pid" "GET $url" "$log")
         return
     fi
     why=$(check_doc "$url") || SKIP[$name]="$why"
@@ -396,10 +425,61 @@ run_wrk() {
 }
 
 declare -A RPS P99 EFF
+FOREIGN="" RUNS=0 BUSY_RUNS=0
+# wait_quiet: between runs every process of ours is idle, so whatever keeps
+# the CPUs busy belongs to someone else. Wait (up to QUIET_WAIT seconds) for
+# it to drop below QUIET_BUSY percent; print the last background figure.
+wait_quiet() {
+    local waited=0 a busy
+    while :; do
+        a=$(cpu_ticks "$ALL_CPUS"); sleep 1
+        busy=$(pct "$a" "$(cpu_ticks "$ALL_CPUS")")
+        if [[ ! $busy =~ ^[0-9]+$ ]] || (( busy < QUIET_BUSY || waited >= QUIET_WAIT )); then
+            echo "$busy"
+            return
+        fi
+        waited=$((waited + 1))
+    done
+}
+
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# proc_ticks PID: CPU time (user + system, in clock ticks) used so far by PID,
+# all its threads, and its direct children (nginx's worker).
+proc_ticks() {
+    local pid=$1 p sum=0 f
+    for p in "$pid" $(pgrep -P "$pid" 2>/dev/null); do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }            # the fields after "pid (comm) "
+        read -r -a f <<<"$f"   # f[11], f[12]: utime, stime
+        sum=$((sum + f[11] + f[12]))
+    done
+    echo "$sum"
+}
+
+# proxy_share TICKS0 TICKS1 T0 T1: percent of one CPU the proxy used.
+proxy_share() {
+    awk -v a="$1" -v b="$2" -v t0="$3" -v t1="$4" -v hz="$CLK_TCK" 'BEGIN {
+        w = t1 - t0; if (w <= 0) { print "-"; exit }
+        printf "%.0f", 100 * (b - a) / hz / w }'
+}
+
 measure() {  # measure TARGET ROUND
-    local t=$1 r=$2 out="$TMP/wrk.$1.$2.txt" before_p before_l res rps p99 reqs err cp cl note=""
+    local t=$1 r=$2 out="$TMP/wrk.$1.$2.txt" before_p before_l res rps p99 reqs err cp cl note="" bg
+    local pid="" pt0=0 pt1=0 t0 t1 share=-
+    bg=$(wait_quiet)
+    RUNS=$((RUNS + 1))
+    if [[ $bg =~ ^[0-9]+$ ]] && (( bg >= QUIET_BUSY )); then
+        note+="  (machine ${bg}% busy before the run)"
+        BUSY_RUNS=$((BUSY_RUNS + 1))
+    fi
+    [[ $t != backend ]] && pid=${PID[$t]}
     before_p=$(cpu_ticks "$PROXY_CPUS"); before_l=$(cpu_ticks "$LOAD_CPUS")
+    [[ -n $pid ]] && pt0=$(proc_ticks "$pid")
+    t0=$EPOCHREALTIME
     run_wrk "$t" "$DURATION" "$out"
+    t1=$EPOCHREALTIME
+    [[ -n $pid ]] && pt1=$(proc_ticks "$pid") && share=$(proxy_share "$pt0" "$pt1" "$t0" "$t1")
     cp=$(pct "$before_p" "$(cpu_ticks "$PROXY_CPUS")")
     cl=$(pct "$before_l" "$(cpu_ticks "$LOAD_CPUS")")
     if ! res=$(parse_wrk "$out"); then
@@ -407,18 +487,23 @@ measure() {  # measure TARGET ROUND
         return
     fi
     read -r rps p99 reqs err <<<"$res"
-    (( err > 0 )) && note="  ($err errors/non-2xx of $reqs)"
+    (( err > 0 )) && note+="  ($err errors/non-2xx of $reqs)"
     RPS[$t]+="$rps "; P99[$t]+="$p99 "
-    # Requests per second per fully busy proxy core: the proxy's own cost,
-    # meaningful even when the load core, not the proxy, limited the run.
-    if (( PIN )) && [[ $t != backend && $cp =~ ^[0-9]+$ ]] && (( cp > 0 )); then
-        EFF[$t]+="$(awk -v r="$rps" -v c="$cp" 'BEGIN { printf "%.0f", r * 100 / c }') "
+    # With no proxy in the path, whatever keeps the proxy core busy is
+    # someone else's work: a measure of the machine's noise.
+    [[ $t == backend && $cp =~ ^[0-9]+$ ]] && FOREIGN+="$cp "
+    # Requests served per second of the proxy's own CPU time: its cost per
+    # request, which holds when the load side limited the run and, mostly,
+    # when other processes stole CPU time from it.
+    if [[ $share =~ ^[0-9]+$ ]] && (( share > 0 )); then
+        EFF[$t]+="$(awk -v r="$rps" -v c="$share" 'BEGIN { printf "%.0f", r * 100 / c }') "
     fi
     if (( PIN )); then
-        printf '  round %d  %-9s %10.0f req/s   p99 %8.3f ms   cpu proxy %3s%% load %3s%%%s\n' \
-            "$r" "$t" "$rps" "$p99" "$cp" "$cl" "$note"
+        printf '  round %d  %-9s %8.0f req/s  p99 %7.3f ms  proxy process %3s%%, proxy core %3s%%, load core %3s%%%s\n' \
+            "$r" "$t" "$rps" "$p99" "$share" "$cp" "$cl" "$note"
     else
-        printf '  round %d  %-9s %10.0f req/s   p99 %8.3f ms%s\n' "$r" "$t" "$rps" "$p99" "$note"
+        printf '  round %d  %-9s %8.0f req/s  p99 %7.3f ms  proxy process %3s%%%s\n' \
+            "$r" "$t" "$rps" "$p99" "$share" "$note"
     fi
 }
 
@@ -449,7 +534,8 @@ done
 
 say "Meridian pass-through benchmark: GET $DOC_PATH (${DOC_BYTES}-byte JSON) via each target to one backend nginx"
 say "  wrk $($WRK_BIN --version 2>&1 | awk 'NR == 1 { print $2 }'): $THREADS thread(s), $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, ${WARMUP}s warm-up"
-say "  $NCPU CPUs, $PLACEMENT"
+say "  $NCPU CPUs, $PLACEMENT; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+say "  before each run, waits up to ${QUIET_WAIT}s for the machine to be < ${QUIET_BUSY}% busy"
 want meridian && [[ -z ${SKIP[meridian]:-} ]] &&
     say "  meridian: $MERIDIAN ($(meridian_build_type))"
 want haproxy && [[ -n $HAPROXY_BIN ]] &&
@@ -472,7 +558,7 @@ for (( r = 1; r <= ROUNDS; r++ )); do
 done
 
 say ""
-printf '%-10s %13s %8s %14s %22s %5s\n' target "median req/s" spread "median p99 ms" "req/s per proxy core" runs
+printf '%-10s %13s %8s %14s %22s %5s\n' target "median req/s" spread "median p99 ms" "req/s per proxy CPU-s" runs
 declare -A MRPS MP99 MEFF
 for t in backend meridian haproxy nginx; do
     want "$t" || continue
@@ -492,11 +578,22 @@ for t in backend meridian haproxy nginx; do
     spread=$(spread "${MRPS[$t]}" "${rs[@]}")
     printf '%-10s %13.0f %8s %14.3f %22s %5d\n' "$label" "${MRPS[$t]}" "$spread" "${MP99[$t]}" "$eff" "${#rs[@]}"
 done
-say "* backend: wrk straight to the backend nginx, no proxy (reference)"
+want backend && say "* backend: wrk straight to the backend nginx, no proxy (reference)"
 say "spread: (max - min) / median of req/s over the rounds; a wide spread means a noisy machine"
+if [[ -n $FOREIGN ]]; then
+    read -r -a fs <<<"$FOREIGN"
+    foreign=$(median "${fs[@]}")
+    if awk -v f="$foreign" 'BEGIN { exit !(f >= 10) }'; then
+        say "NOISY: the proxy core was ${foreign}% busy with other processes' work during the backend runs"
+        say "       (median); the proxy figures above are disturbed by it; rerun on a quieter machine."
+    fi
+fi
+(( BUSY_RUNS > 0 )) &&
+    say "NOISY: $BUSY_RUNS of $RUNS runs started while other processes kept the machine >= ${QUIET_BUSY}% busy"
 
 say ""
 for other in haproxy nginx; do
+    want meridian && want "$other" || continue
     if [[ -z ${MRPS[meridian]:-} || -z ${MRPS[$other]:-} ]]; then
         say "meridian / $other: n/a (needs both targets measured)"
         continue
@@ -505,7 +602,7 @@ for other in haproxy nginx; do
         -v or="${MRPS[$other]}" -v op="${MP99[$other]}" -v oe="${MEFF[$other]:-}" -v name="$other" 'BEGIN {
         rr = mr / or; pr = (op > 0) ? mp / op : 0
         printf "meridian / %-8s req/s %.2fx   p99 %.2fx", name, rr, pr
-        if (me != "" && oe != "" && oe > 0) printf "   req/s per proxy core %.2fx", me / oe
+        if (me != "" && oe != "" && oe > 0) printf "   req/s per proxy CPU-s %.2fx", me / oe
         if (name == "haproxy")
             printf "   (target: req/s >= 1.00x and p99 <= 1.00x: %s)", (rr >= 1 && pr <= 1) ? "met" : "not met"
         printf "\n" }'
