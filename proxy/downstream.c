@@ -41,6 +41,7 @@
 #include "../util/log.h"
 #include "forward.h"
 #include "node.h"
+#include "sockio.h"
 #include "upstream.h"
 
 /* Pause producing a streamed answer while this much waits for the client. */
@@ -69,6 +70,7 @@ struct downstream {
     bool in_parse;                   /* ds_parse() is on the stack */
     bool linger;                     /* unread request bytes may follow the answer */
     bool peer;                       /* accepted on the peer port */
+    bool flush_queued;               /* output waits for the end of the iteration */
     struct sbuf extra;               /* headers added to the current answer */
 };
 
@@ -138,9 +140,20 @@ static void ds_finish_close(struct downstream *c)
     bufferevent_enable(c->bev, EV_READ);
 }
 
+/* Output is written once per loop iteration (node_flush_later), so an
+ * answer's head and body, or several pipelined answers, share one writev. */
+static void ds_output(struct downstream *c)
+{
+    if (!c->flush_queued) {
+        c->flush_queued = true;
+        node_flush_later(c->node, c);
+    }
+}
+
 static void ds_write_cb(struct bufferevent *bev, void *arg)
 {
     struct downstream *c = arg;
+    sockio_drained(bev);
     if (c->state == DS_CLOSING) {
         ds_finish_close(c);
         return;
@@ -201,7 +214,8 @@ int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int a
     c->parser.data = c;
     bufferevent_setcb(c->bev, ds_read_cb, ds_write_cb, ds_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, DS_INPUT_HIGH);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
     TAILQ_INSERT_TAIL(&node->clients, c, link);
     node->stats.connections_open++;
     ds_set_state(c, DS_IDLE);
@@ -285,8 +299,7 @@ static void ds_answer_done(struct downstream *c)
     if (c->close_after) {
         ds_set_state(c, DS_CLOSING);
         bufferevent_disable(c->bev, EV_READ);
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            ds_finish_close(c);
+        ds_output(c);
         return;
     }
     ds_set_state(c, DS_IDLE);
@@ -332,6 +345,7 @@ void downstream_reply_relay(struct downstream *c, int status, const char *header
         bufferevent_write(c->bev, out.p, out.len);
     c->bytes_out += out.len;
     sbuf_free(&out);
+    ds_output(c);
     ds_answer_done(c);
 }
 
@@ -394,6 +408,7 @@ void downstream_stream_head(struct downstream *c, int status, const struct hdr_b
         bufferevent_write(c->bev, out.p, out.len);
     c->bytes_out += out.len;
     sbuf_free(&out);
+    ds_output(c);
     ds_set_state(c, DS_STREAMING);
 }
 
@@ -410,6 +425,7 @@ bool downstream_stream_body(struct downstream *c, const char *p, size_t n)
         evbuffer_add(out, p, n);
     }
     c->bytes_out += n;
+    ds_output(c);
     return evbuffer_get_length(out) > DS_OUTPUT_HIGH;
 }
 
@@ -417,6 +433,7 @@ void downstream_stream_end(struct downstream *c)
 {
     if (c->chunked_out)
         bufferevent_write(c->bev, "0\r\n\r\n", 5);
+    ds_output(c);
     ds_answer_done(c);
 }
 
@@ -534,8 +551,10 @@ static int on_headers_complete(llhttp_t *p)
         return ds_refuse(c, 413, "request body exceeds max_body_bytes");
     ds_set_state(c, DS_READ_BODY);
     bool has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
-    if (r->expect_continue && has_body && r->http_minor >= 1)
+    if (r->expect_continue && has_body && r->http_minor >= 1) {
         bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        ds_output(c);
+    }
     return 0;
 }
 
@@ -639,6 +658,19 @@ void downstream_drain_all(struct node *node)
         else
             c->close_after = true;
     }
+}
+
+void downstream_flush(struct downstream *c)
+{
+    c->flush_queued = false;
+    if (!c->bev)
+        return; /* closed since it queued output */
+    if (sockio_flush(c->bev) != 0)
+        return; /* the write callback takes over */
+    if (c->state == DS_CLOSING)
+        ds_finish_close(c);
+    else if (c->backend.paused)
+        forward_writable(c);
 }
 
 void downstream_close_all(struct node *node)

@@ -64,6 +64,9 @@ int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int a
  * their current answer. */
 void downstream_drain_all(struct node *node);
 
+/* Writes the output queued this iteration (called by node at its end). */
+void downstream_flush(struct downstream *c);
+
 /* Closes every connection now (exit). */
 void downstream_close_all(struct node *node);
 

@@ -23,9 +23,14 @@ uint64_t node_now_ms(struct node *n)
     return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
+/* The end of a loop iteration: first the output queued by this iteration's
+ * callbacks is written, then the objects they let go of are freed. */
 static void node_reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct node *n = arg;
+    for (size_t i = 0; i < n->n_flush; i++)
+        downstream_flush(n->flush[i]);
+    n->n_flush = 0;
     /* Frees may defer more frees: take the list first. */
     while (n->n_reap) {
         size_t count = n->n_reap;
@@ -36,6 +41,22 @@ static void node_reap_cb(evutil_socket_t fd, short what, void *arg)
             list[i].fn(list[i].p);
         free(list);
     }
+}
+
+void node_flush_later(struct node *n, struct downstream *c)
+{
+    if (n->n_flush == n->cap_flush) {
+        size_t cap = n->cap_flush ? n->cap_flush * 2 : 64;
+        struct downstream **f = realloc(n->flush, cap * sizeof *f);
+        if (!f) {
+            downstream_flush(c); /* no room to wait: write now */
+            return;
+        }
+        n->flush = f;
+        n->cap_flush = cap;
+    }
+    n->flush[n->n_flush++] = c;
+    event_active(n->ev_reap, EV_TIMEOUT, 0);
 }
 
 void node_defer_free(struct node *n, void (*fn)(void *), void *p)
@@ -200,6 +221,7 @@ void node_free(struct node *n)
             event_free(evs[i]);
     if (n->base)
         event_base_free(n->base);
+    free(n->flush);
     free(n->data_dir);
     conf_free(n->conf);
 }

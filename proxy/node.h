@@ -46,6 +46,8 @@ struct node {
     struct event *ev_term, *ev_int, *ev_hup, *ev_tick, *ev_reap;
     struct deferred *reap;           /* freed at the end of the loop iteration */
     size_t n_reap, cap_reap;
+    struct downstream **flush;       /* connections with output to write */
+    size_t n_flush, cap_flush;
     uint64_t drain_deadline_ms;
     int exit_code;
     char via[96];                    /* "1.1 meridian" */
@@ -67,6 +69,9 @@ uint64_t node_now_ms(struct node *n);
 /* Frees `p` with `fn` once the current loop iteration's callbacks are done,
  * so that a callback still holding it can return safely. */
 void node_defer_free(struct node *n, void (*fn)(void *), void *p);
+
+/* Queues `c`'s output to be written at the end of the loop iteration. */
+void node_flush_later(struct node *n, struct downstream *c);
 
 /* Starts draining: stop accepting, let in-flight requests finish, then exit 0. */
 void node_drain(struct node *n);

@@ -16,6 +16,7 @@
 
 #include "../util/log.h"
 #include "node.h"
+#include "sockio.h"
 
 enum uc_state {
     UC_CONNECTING,  /* TCP connect in progress, exchange waiting */
@@ -161,6 +162,13 @@ static void uc_write_request(struct upstream_conn *c)
     c->parser.data = c;
     bufferevent_write(c->bev, ex->req.p, ex->req.len);
     bufferevent_enable(c->bev, EV_READ);
+    /* A socket error shows up in the event callback. */
+    (void)sockio_flush(c->bev);
+}
+
+static void uc_write_cb(struct bufferevent *bev, void *arg)
+{
+    sockio_drained(bev);
 }
 
 static struct upstream_conn *uc_connect(struct upstream_pool *p)
@@ -174,7 +182,10 @@ static struct upstream_conn *uc_connect(struct upstream_pool *p)
         free(c);
         return NULL;
     }
-    bufferevent_setcb(c->bev, uc_read_cb, NULL, uc_event_cb, c);
+    bufferevent_setcb(c->bev, uc_read_cb, uc_write_cb, uc_event_cb, c);
+    /* Writes go out through sockio_flush(); the connect still watches
+     * writability on its own. */
+    bufferevent_disable(c->bev, EV_WRITE);
     c->state = UC_CONNECTING;
     c->deadline_ms = now_ms(p) + p->node->conf->limits.upstream_connect_timeout_ms;
     TAILQ_INSERT_TAIL(&p->busy, c, link);
