@@ -10,7 +10,11 @@ int sockio_flush(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
     while (evbuffer_get_length(out) > 0) {
+        /* A socket bufferevent keeps the start of its output frozen so that
+         * only its own write callback drains it; it thaws it the same way. */
+        evbuffer_unfreeze(out, 1);
         int n = evbuffer_write(out, bufferevent_getfd(bev));
+        evbuffer_freeze(out, 1);
         if (n > 0)
             continue;
         bool retry = n == 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
