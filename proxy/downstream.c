@@ -71,6 +71,9 @@ struct downstream {
     bool linger;                     /* unread request bytes may follow the answer */
     bool peer;                       /* accepted on the peer port */
     bool flush_queued;               /* output waits for the end of the iteration */
+    struct event *rev;               /* the socket's read event (see sockio) */
+    bool reading;                    /* rev is added */
+    bool throttled;                  /* reading stopped: DS_INPUT_HIGH buffered */
     struct sbuf extra;               /* headers added to the current answer */
 };
 
@@ -112,12 +115,25 @@ static void ds_free(void *arg)
     free(c);
 }
 
+static void ds_reading(struct downstream *c, bool on)
+{
+    if (on == c->reading || (on && c->throttled))
+        return;
+    c->reading = on;
+    if (on)
+        event_add(c->rev, NULL);
+    else
+        event_del(c->rev);
+}
+
 static void ds_close(struct downstream *c)
 {
     if (!c->bev)
         return;
     forward_cancel(c);
     TAILQ_REMOVE(&c->node->clients, c, link);
+    event_free(c->rev);
+    c->rev = NULL;
     bufferevent_free(c->bev);
     c->bev = NULL;
     c->node->stats.connections_open--;
@@ -137,7 +153,8 @@ static void ds_finish_close(struct downstream *c)
     shutdown(bufferevent_getfd(c->bev), SHUT_WR);
     c->state = DS_LINGER;
     c->deadline_ms = node_now_ms(c->node) + 1000;
-    bufferevent_enable(c->bev, EV_READ);
+    c->throttled = false;
+    ds_reading(c, true);
 }
 
 /* Output is written once per loop iteration (node_flush_later), so an
@@ -182,12 +199,31 @@ static void ds_event_cb(struct bufferevent *bev, short what, void *arg)
     if ((what & BEV_EVENT_EOF) && in_flight) {
         /* Half-close after sending a request: answer it, then close. */
         c->close_after = true;
-        bufferevent_disable(c->bev, EV_READ);
+        ds_reading(c, false);
         return;
     }
     if (in_flight)
         c->node->stats.client_errors[SCE_CLOSED_IN_FLIGHT]++;
     ds_close(c);
+}
+
+/* The socket is readable: one recv, then the same handling a bufferevent
+ * read callback would get. */
+static void ds_sock_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct downstream *c = arg;
+    long n = sockio_read(c->bev, 16384);
+    if (n == SOCKIO_AGAIN)
+        return;
+    if (n <= 0) {
+        ds_event_cb(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+        return;
+    }
+    ds_read_cb(c->bev, c);
+    if (c->bev && evbuffer_get_length(bufferevent_get_input(c->bev)) >= DS_INPUT_HIGH) {
+        ds_reading(c, false);
+        c->throttled = true;
+    }
 }
 
 int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int addr_len,
@@ -199,6 +235,9 @@ int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int a
     c->bev = bufferevent_socket_new(node->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (!c->bev)
         goto fail_conn;
+    c->rev = event_new(node->base, fd, EV_READ | EV_PERSIST, ds_sock_read, c);
+    if (!c->rev)
+        goto fail_bev;
     c->node = node;
     c->peer = peer;
     c->req.method = -1;
@@ -212,14 +251,18 @@ int downstream_new(struct node *node, int fd, const struct sockaddr *addr, int a
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     llhttp_init(&c->parser, HTTP_REQUEST, &request_settings);
     c->parser.data = c;
-    bufferevent_setcb(c->bev, ds_read_cb, ds_write_cb, ds_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, DS_INPUT_HIGH);
+    /* Reads come through rev; the bufferevent writes and reports errors. */
+    bufferevent_setcb(c->bev, NULL, ds_write_cb, ds_event_cb, c);
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    ds_reading(c, true);
     TAILQ_INSERT_TAIL(&node->clients, c, link);
     node->stats.connections_open++;
     ds_set_state(c, DS_IDLE);
     return 0;
+fail_bev:
+    bufferevent_free(c->bev); /* closes fd */
+    free(c);
+    return -1;
 fail_conn:
     free(c);
 fail:
@@ -298,7 +341,7 @@ static void ds_answer_done(struct downstream *c)
     c->backend = (struct ds_backend){ 0 };
     if (c->close_after) {
         ds_set_state(c, DS_CLOSING);
-        bufferevent_disable(c->bev, EV_READ);
+        ds_reading(c, false);
         ds_output(c);
         return;
     }
@@ -642,8 +685,14 @@ static void ds_parse(struct downstream *c)
         c->upgrade = e == HPE_PAUSED_UPGRADE;
         ds_dispatch(c);
     }
-    if (c->bev)
-        c->in_parse = false;
+    if (!c->bev)
+        return;
+    c->in_parse = false;
+    if (c->throttled && evbuffer_get_length(in) < DS_INPUT_HIGH) {
+        c->throttled = false;
+        if (c->state != DS_CLOSING && c->state != DS_LINGER)
+            ds_reading(c, true);
+    }
 }
 
 /* --- node-wide walks ---------------------------------------------------- */
@@ -693,7 +742,7 @@ static void ds_timeout(struct downstream *c)
     st->client_errors[SCE_HEADER_TIMEOUT]++;
     c->close_after = true;
     c->paused = true;
-    bufferevent_disable(c->bev, EV_READ);
+    ds_reading(c, false);
     log_info("client %s: 408 request not received in time", c->client_ip);
     downstream_reply_error(c, 408, "request_timeout",
                            c->state == DS_READ_HEAD

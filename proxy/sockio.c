@@ -5,6 +5,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <sys/socket.h>
 
 int sockio_flush(struct bufferevent *bev)
 {
@@ -22,6 +23,26 @@ int sockio_flush(struct bufferevent *bev)
         return retry ? 1 : -1;
     }
     return 0;
+}
+
+long sockio_read(struct bufferevent *bev, size_t max)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer_iovec v;
+    long n = -1;
+    /* The bufferevent keeps its input's end frozen against other writers. */
+    evbuffer_unfreeze(in, 0);
+    if (evbuffer_reserve_space(in, (ev_ssize_t)max, &v, 1) == 1) {
+        n = recv(bufferevent_getfd(bev), v.iov_base, v.iov_len, 0);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(in, &v, 1);
+        }
+    }
+    evbuffer_freeze(in, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return SOCKIO_AGAIN;
+    return n;
 }
 
 void sockio_drained(struct bufferevent *bev)

@@ -37,6 +37,8 @@ struct upstream_conn {
     bool got_bytes;              /* the current response has started */
     bool complete;               /* the current response has ended */
     bool skip_interim;           /* the message being parsed is a 1xx */
+    struct event *rev;           /* the socket's read event, once connected (see sockio) */
+    bool reading;
 };
 
 TAILQ_HEAD(uc_list, upstream_conn);
@@ -64,6 +66,7 @@ struct upstream_pool {
 static const llhttp_settings_t response_settings;
 
 static void uc_read_cb(struct bufferevent *bev, void *arg);
+static void uc_reading(struct upstream_conn *c, bool on);
 static void uc_event_cb(struct bufferevent *bev, short what, void *arg);
 static struct upstream_exchange *uc_detach(struct upstream_conn *c);
 static void ex_fail(struct upstream_exchange *ex, enum stats_upstream_error kind,
@@ -116,6 +119,9 @@ static void uc_close(struct upstream_conn *c)
     } else {
         TAILQ_REMOVE(&p->busy, c, link);
     }
+    if (c->rev)
+        event_free(c->rev);
+    c->rev = NULL;
     bufferevent_free(c->bev);
     c->bev = NULL;
     p->node->stats.upstream_open--;
@@ -161,7 +167,7 @@ static void uc_write_request(struct upstream_conn *c)
     llhttp_init(&c->parser, HTTP_RESPONSE, &response_settings);
     c->parser.data = c;
     bufferevent_write(c->bev, ex->req.p, ex->req.len);
-    bufferevent_enable(c->bev, EV_READ);
+    uc_reading(c, true);
     /* A socket error shows up in the event callback. */
     (void)sockio_flush(c->bev);
 }
@@ -169,6 +175,37 @@ static void uc_write_request(struct upstream_conn *c)
 static void uc_write_cb(struct bufferevent *bev, void *arg)
 {
     sockio_drained(bev);
+}
+
+/* The socket is readable: one recv, then what a bufferevent read callback
+ * would get. */
+static void uc_sock_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream_conn *c = arg;
+    long n = sockio_read(c->bev, 65536);
+    if (n == SOCKIO_AGAIN)
+        return;
+    if (n <= 0)
+        uc_event_cb(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+    else
+        uc_read_cb(c->bev, c);
+}
+
+static void uc_reading(struct upstream_conn *c, bool on)
+{
+    if (!c->rev && on) {
+        c->rev = event_new(c->pool->node->base, bufferevent_getfd(c->bev), EV_READ | EV_PERSIST,
+                           uc_sock_read, c);
+        if (!c->rev)
+            return; /* out of memory: the response timeout reports it */
+    }
+    if (!c->rev || on == c->reading)
+        return;
+    c->reading = on;
+    if (on)
+        event_add(c->rev, NULL);
+    else
+        event_del(c->rev);
 }
 
 static struct upstream_conn *uc_connect(struct upstream_pool *p)
@@ -182,7 +219,7 @@ static struct upstream_conn *uc_connect(struct upstream_pool *p)
         free(c);
         return NULL;
     }
-    bufferevent_setcb(c->bev, uc_read_cb, uc_write_cb, uc_event_cb, c);
+    bufferevent_setcb(c->bev, NULL, uc_write_cb, uc_event_cb, c);
     /* Writes go out through sockio_flush(); the connect still watches
      * writability on its own. */
     bufferevent_disable(c->bev, EV_WRITE);
@@ -272,7 +309,7 @@ void upstream_pause(struct upstream_exchange *ex)
 {
     if (ex && ex->conn && !ex->paused) {
         ex->paused = true;
-        bufferevent_disable(ex->conn->bev, EV_READ);
+        uc_reading(ex->conn, false);
     }
 }
 
@@ -281,7 +318,7 @@ void upstream_resume(struct upstream_exchange *ex)
     if (ex && ex->paused) {
         ex->paused = false;
         if (ex->conn)
-            bufferevent_enable(ex->conn->bev, EV_READ);
+            uc_reading(ex->conn, true);
     }
 }
 
@@ -326,7 +363,7 @@ static void uc_complete(struct upstream_conn *c, bool keep)
         p->n_idle++;
         c->state = UC_IDLE;
         c->deadline_ms = now_ms(p) + p->node->conf->limits.idle_timeout_ms;
-        bufferevent_enable(c->bev, EV_READ);
+        uc_reading(c, true);
     } else {
         uc_close(c);
     }
