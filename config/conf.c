@@ -667,7 +667,7 @@ static int parse_entry(struct parse *p, const yaml_node_t *seq, size_t i,
     yaml_node_t *n = seq_item(p->doc, seq, i);
     char sub[CONF_PATH_LEN];
     int line = line_of(n);
-    snprintf(sub, sizeof sub, "%s[%zu]", path, i);
+    snprintf(sub, sizeof sub, "%.*s[%zu]", (int)(sizeof sub - 24), path, i);
     memcpy(entry + t->line_off, &line, sizeof line);
     return parse_map(p, n, t, entry, (struct at){ sub, line });
 }
@@ -1047,8 +1047,8 @@ static int read_file(const char *path, char **text, size_t *len, struct err *err
 
 int conf_load(const char *path, struct conf **out, struct err *err)
 {
-    char *text;
-    size_t len;
+    char *text = NULL;
+    size_t len = 0;
     *out = NULL;
     if (read_file(path, &text, &len, err) < 0)
         return -1;
