@@ -19,10 +19,10 @@ for region in east west south; do
 done
 for port in 7001 7002 7003; do
   for _ in $(seq 50); do
-    curl -fs "http://127.0.0.1:$port/_meridian/health" >/dev/null && break
+    curl -fs -o /dev/null "http://127.0.0.1:$port/_meridian/health" && break
     sleep 0.1
   done
-  curl -fs "http://127.0.0.1:$port/_meridian/health" || { echo "region on port $port did not start; see run/*.log"; exit 1; }
+  curl -fs -o /dev/null "http://127.0.0.1:$port/_meridian/health" || { echo "region on port $port did not start; see run/*.log"; exit 1; }
 done
 cat <<MSG
 Three regions are up: east (hub) http://127.0.0.1:7001, west http://127.0.0.1:7002, south http://127.0.0.1:7003
