@@ -117,13 +117,8 @@ static void ds_free(void *arg)
 
 static void ds_reading(struct downstream *c, bool on)
 {
-    if (on == c->reading || (on && c->throttled))
-        return;
-    c->reading = on;
-    if (on)
-        event_add(c->rev, NULL);
-    else
-        event_del(c->rev);
+    if (!(on && c->throttled))
+        sockio_watch(c->rev, &c->reading, on);
 }
 
 static void ds_close(struct downstream *c)

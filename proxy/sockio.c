@@ -45,6 +45,17 @@ long sockio_read(struct bufferevent *bev, size_t max)
     return n;
 }
 
+void sockio_watch(struct event *rev, bool *watching, bool on)
+{
+    if (!rev || on == *watching)
+        return;
+    *watching = on;
+    if (on)
+        event_add(rev, NULL);
+    else
+        event_del(rev);
+}
+
 void sockio_drained(struct bufferevent *bev)
 {
     bufferevent_disable(bev, EV_WRITE);

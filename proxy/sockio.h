@@ -10,6 +10,7 @@
 #ifndef MERIDIAN_SOCKIO_H
 #define MERIDIAN_SOCKIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct bufferevent;
@@ -21,6 +22,11 @@ int sockio_flush(struct bufferevent *bev);
 
 /* From the write callback: the output drained; stop watching for writability. */
 void sockio_drained(struct bufferevent *bev);
+
+/* Adds or removes a read event; `*watching` remembers which, so repeated
+ * calls make no epoll changes. */
+struct event;
+void sockio_watch(struct event *rev, bool *watching, bool on);
 
 /* One recv of at most `max` bytes into the input buffer. Returns the bytes
  * read, 0 at end of stream, SOCKIO_AGAIN when nothing is there yet, -1 on a

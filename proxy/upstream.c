@@ -199,13 +199,7 @@ static void uc_reading(struct upstream_conn *c, bool on)
         if (!c->rev)
             return; /* out of memory: the response timeout reports it */
     }
-    if (!c->rev || on == c->reading)
-        return;
-    c->reading = on;
-    if (on)
-        event_add(c->rev, NULL);
-    else
-        event_del(c->rev);
+    sockio_watch(c->rev, &c->reading, on);
 }
 
 static struct upstream_conn *uc_connect(struct upstream_pool *p)
