@@ -70,10 +70,18 @@ static void store_done(void *arg, int rc, const char *reason)
     }
     free(sj->lines);
     free(sj);
-    if (rc == 0 && r->follow_batch.len && !r->closing)
-        follow_store(r);
-    else if (rc < 0)
+    if (rc < 0) {
+        /* Entries were not stored: follow again from the last one that was,
+         * so none is skipped. */
         r->follow_batch.len = 0;
+        r->follow_batch_n = 0;
+        r->follow_paused = false;
+        upstream_cancel(r->follow);
+        follow_retry(r, NULL);
+        return;
+    }
+    if (r->follow_batch.len && !r->closing)
+        follow_store(r);
     if (r->follow_paused && r->follow_batch.len < FOLLOW_BUFFER_MAX / 2) {
         r->follow_paused = false;
         upstream_resume(r->follow);
