@@ -1,5 +1,7 @@
 #include "journal.h"
 
+#include "../util/fs.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,23 +33,6 @@ size_t journal_key(const char *container, const char *id, char *buf, size_t cap)
     buf[cl] = '\0';
     memcpy(buf + cl + 1, id, il);
     return cl + 1 + il;
-}
-
-static int mkdir_p(const char *dir, struct err *err)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST)
-            return err_set(err, "cannot create %s: %s", path, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(path, 0755) < 0 && errno != EEXIST)
-        return err_set(err, "cannot create %s: %s", path, strerror(errno));
-    return 0;
 }
 
 static int open_dbs(struct journal *j, struct err *err)
@@ -91,7 +76,7 @@ int journal_open(struct event_base *base, const char *dir, uint32_t region, stru
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/replication", dir);
-    if (mkdir_p(path, err) < 0)
+    if (fs_mkdirs(path, err) < 0)
         return -1;
     struct journal *j = calloc(1, sizeof *j);
     if (!j)

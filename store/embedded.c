@@ -28,6 +28,8 @@
  * contiguous and in id order. */
 #include "embedded.h"
 
+#include "../util/fs.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -992,33 +994,6 @@ unsigned long embedded_commit_count(struct embedded *st)
 
 /* ---- opening and closing ---------------------------------------------- */
 
-/* mkdir -p: the data_dir of a fresh node usually does not exist yet. */
-static int embedded_mkdirs(const char *dir, struct err *err)
-{
-    char *path = *dir ? strdup(dir) : NULL;
-
-    if (!*dir)
-        return err_set(err, "the embedded store needs a directory");
-    if (!path)
-        return err_set(err, "out of memory");
-    for (char *s = path + 1;; s++) {
-        if (*s != '/' && *s != '\0')
-            continue;
-        char c = *s;
-        *s = '\0';
-        if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-            err_set(err, "cannot create directory %s: %s", path, strerror(errno));
-            free(path);
-            return -1;
-        }
-        *s = c;
-        if (c == '\0')
-            break;
-    }
-    free(path);
-    return 0;
-}
-
 static int embedded_dbs_open(struct embedded *st, struct err *err)
 {
     MDB_txn *txn = NULL;
@@ -1087,6 +1062,8 @@ static int embedded_wake_open(struct embedded *st, struct err *err)
 int embedded_open_sized(struct event_base *base, const char *dir, size_t map_size,
                         struct embedded **out, struct err *err)
 {
+    if (!*dir)
+        return err_set(err, "the embedded store needs a directory");
     struct embedded *st = calloc(1, sizeof *st);
 
     if (!st)
@@ -1094,7 +1071,7 @@ int embedded_open_sized(struct event_base *base, const char *dir, size_t map_siz
     st->base = base;
     st->queue_tail = &st->queue;
     st->finished_tail = &st->finished;
-    if (embedded_mkdirs(dir, err) < 0)
+    if (fs_mkdirs(dir, err) < 0)
         goto fail_free;
     if (pthread_mutex_init(&st->lock, NULL) != 0)
         goto fail_free;
