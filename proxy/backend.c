@@ -91,15 +91,11 @@ static struct backend_call *call_http(struct backend_call *c, const char *method
     const struct fwd_info fi = { .client_ip = client_ip ? client_ip : "127.0.0.1",
                                  .proto = "http", .via = n->via,
                                  .default_host = n->region->backend.text };
-    static const struct hdr_block none = { 0 };
-    int rc = sbuf_printf(&req, "%s %s HTTP/1.1\r\n", method, path);
-    rc = rc ? rc : headers_write_request(&req, client ? client : &none, &fi);
-    if (rc == 0 && body && (!client || !hdr_block_get(client, "content-type", NULL)))
-        rc = sbuf_adds(&req, "Content-Type: application/json\r\n");
-    if (rc == 0 && (body || strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0))
-        rc = sbuf_printf(&req, "Content-Length: %zu\r\n", len);
-    rc = rc ? rc : sbuf_add(&req, "\r\n", 2);
-    rc = rc ? rc : sbuf_add(&req, body ? body : "", body ? len : 0);
+    bool typed = client && hdr_block_get(client, "content-type", NULL);
+    int rc = headers_write_forward(&req, method, path, client, &fi,
+                                   body && !typed ? "Content-Type: application/json\r\n" : NULL,
+                                   body, body ? len : 0,
+                                   strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0);
     bool idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
     if (rc == 0)
         c->ux = upstream_send(c->pool, &req, strcmp(method, "HEAD") == 0, idempotent,

@@ -81,16 +81,9 @@ static int build_upstream_request(struct downstream *c, struct sbuf *out)
         .via = n->via,
         .default_host = n->region->backend.text,
     };
-    if (sbuf_printf(out, "%s %s HTTP/1.1\r\n", llhttp_method_name((llhttp_method_t)r->method),
-                    hdr_block_line(&r->head)) < 0 ||
-        headers_write_request(out, &r->head, &fi) < 0)
-        return -1;
-    if ((r->body.len || method_sends_length(r->method)) &&
-        sbuf_printf(out, "Content-Length: %zu\r\n", r->body.len) < 0)
-        return -1;
-    if (sbuf_add(out, "\r\n", 2) < 0 || sbuf_add(out, r->body.p, r->body.len) < 0)
-        return -1;
-    return 0;
+    return headers_write_forward(out, llhttp_method_name((llhttp_method_t)r->method),
+                                 hdr_block_line(&r->head), &r->head, &fi, NULL, r->body.p,
+                                 r->body.len, method_sends_length(r->method));
 }
 
 static void forward_upstream(struct downstream *c)

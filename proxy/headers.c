@@ -291,6 +291,20 @@ int headers_write_request(struct sbuf *out, const struct hdr_block *b, const str
     return 0;
 }
 
+int headers_write_forward(struct sbuf *out, const char *method, const char *target,
+                          const struct hdr_block *client, const struct fwd_info *fi,
+                          const char *extra, const char *body, size_t len, bool with_length)
+{
+    static const struct hdr_block none = { 0 };
+    if (sbuf_printf(out, "%s %s HTTP/1.1\r\n", method, target) < 0 ||
+        headers_write_request(out, client ? client : &none, fi) < 0 ||
+        (extra && sbuf_adds(out, extra) < 0))
+        return -1;
+    if ((len || with_length) && sbuf_printf(out, "Content-Length: %zu\r\n", len) < 0)
+        return -1;
+    return sbuf_add(out, "\r\n", 2) < 0 || sbuf_add(out, body ? body : "", len) < 0 ? -1 : 0;
+}
+
 int headers_write_response(struct sbuf *out, const struct hdr_block *b, const char *via_self)
 {
     static const char *const rewritten[] = { "content-length", "via", NULL };

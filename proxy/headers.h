@@ -64,6 +64,14 @@ bool headers_is_hop_by_hop(const char *name, size_t name_len, const char *connec
  * X-Forwarded-For/Proto and Via added or extended. */
 int headers_write_request(struct sbuf *out, const struct hdr_block *b, const struct fwd_info *fi);
 
+/* A whole request for the backend: request line, the end-to-end headers of
+ * `client` (NULL: none) rewritten as above, the `extra` header lines (or
+ * NULL), a Content-Length when there is a body or `with_length`, a blank
+ * line and the body. */
+int headers_write_forward(struct sbuf *out, const char *method, const char *target,
+                          const struct hdr_block *client, const struct fwd_info *fi,
+                          const char *extra, const char *body, size_t len, bool with_length);
+
 /* Writes the end-to-end headers of a response being relayed, framing headers
  * (Content-Length, Transfer-Encoding) and hop-by-hop dropped, Via extended. */
 int headers_write_response(struct sbuf *out, const struct hdr_block *b, const char *via);

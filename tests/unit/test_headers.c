@@ -125,3 +125,26 @@ Test(headers, reset_reuses_the_block)
     cr_assert_str_eq(hdr_block_get(&b, "c", NULL), "3");
     hdr_block_free(&b);
 }
+
+Test(headers, forward_request_is_complete)
+{
+    struct hdr_block b = { 0 };
+    const char *kv[] = { "Host", "db", "Transfer-Encoding", "chunked" };
+    feed(&b, "/orders/a", kv, 2);
+    struct sbuf out = { 0 };
+    struct fwd_info fi = { .client_ip = "10.1.1.1", .proto = "http", .via = "1.1 m" };
+    cr_assert_eq(headers_write_forward(&out, "PUT", "/orders/a", &b, &fi,
+                                       "Content-Type: application/json\r\n", "{}", 2, true), 0);
+    cr_assert_str_eq(out.p, "PUT /orders/a HTTP/1.1\r\nHost: db\r\nX-Forwarded-For: 10.1.1.1\r\n"
+                            "X-Forwarded-Proto: http\r\nVia: 1.1 m\r\n"
+                            "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+    out.len = 0;
+    cr_assert_eq(headers_write_forward(&out, "GET", "/x", NULL, &fi, NULL, NULL, 0, false), 0);
+    cr_assert_str_eq(out.p, "GET /x HTTP/1.1\r\nX-Forwarded-For: 10.1.1.1\r\n"
+                            "X-Forwarded-Proto: http\r\nVia: 1.1 m\r\n\r\n");
+    out.len = 0;
+    cr_assert_eq(headers_write_forward(&out, "POST", "/c/", NULL, &fi, NULL, NULL, 0, true), 0);
+    cr_assert(strstr(out.p, "Content-Length: 0\r\n\r\n") != NULL);
+    sbuf_free(&out);
+    hdr_block_free(&b);
+}
