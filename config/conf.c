@@ -1074,6 +1074,14 @@ const struct conf_region *conf_region_by_name(const struct conf *conf, const cha
     return NULL;
 }
 
+const struct conf_container *conf_container_by_name(const struct conf *conf, const char *name)
+{
+    for (size_t i = 0; i < conf->n_containers; i++)
+        if (strcmp(conf->containers[i].name, name) == 0)
+            return &conf->containers[i];
+    return NULL;
+}
+
 const char *conf_consistency_name(enum consistency c)
 {
     return (unsigned)c <= CONS_STRONG ? consistency_words[c] : "unknown";

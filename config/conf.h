@@ -110,6 +110,9 @@ void conf_free(struct conf *conf);
 /* The region called `name`, or NULL. */
 const struct conf_region *conf_region_by_name(const struct conf *conf, const char *name);
 
+/* The container called `name`, or NULL. */
+const struct conf_container *conf_container_by_name(const struct conf *conf, const char *name);
+
 const char *conf_consistency_name(enum consistency c);
 int conf_consistency_parse(const char *name, enum consistency *out);
 

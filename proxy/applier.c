@@ -143,15 +143,6 @@ static void apply_backend_done(void *arg, const struct backend_answer *a)
     apply_record(op);
 }
 
-static const char *route_of(const struct repl *r, const char *container)
-{
-    const struct conf *conf = r->node->conf;
-    for (size_t i = 0; i < conf->n_containers; i++)
-        if (strcmp(conf->containers[i].name, container) == 0)
-            return conf->containers[i].route;
-    return NULL;
-}
-
 /* The index says the backend needs nothing: own writes pending, or it
  * already holds this version or a later confirmed one. */
 static bool apply_index_only(struct apply_op *op, const struct head_rec *h, uint32_t pending)
@@ -184,7 +175,8 @@ static void apply_locked(void *arg)
     uint32_t pending = h.pending;
     if (op->own && pending)
         pending--;
-    const char *route = route_of(r, op->e.w.container);
+    const struct conf_container *ct = conf_container_by_name(r->node->conf, op->e.w.container);
+    const char *route = ct ? ct->route : NULL;
     if (apply_index_only(op, &h, pending) || !route) {
         apply_record(op); /* (a container this region no longer serves: index only) */
         return;

@@ -1,6 +1,9 @@
 #include "ops.h"
 
+#include <jansson.h>
 #include <llhttp.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,20 +14,42 @@
 #include "route.h"
 #include "upstream.h"
 
-static void reply_json(struct downstream *c, int status, const char *fmt, const char *a,
-                       const char *b)
+/* {"ready": ..., "region": ..., key: value}; Jansson escapes the value (a
+ * reason may quote a backend's words). */
+static void reply_readiness(struct downstream *c, bool ready, const char *key, const char *value)
 {
-    char body[768];
-    int n = snprintf(body, sizeof body, fmt, a, b);
-    downstream_reply(c, status, NULL, 0, "application/json", body,
-                     n < 0 ? 0 : ((size_t)n < sizeof body ? (size_t)n : sizeof body - 1));
+    json_t *o = json_pack("{s:b,s:s,s:s}", "ready", ready, "region",
+                          downstream_node(c)->region->name, key, value);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) {
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    downstream_reply(c, ready ? 200 : 503, NULL, 0, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void reply_ready(struct downstream *c, const char *backend)
+{
+    reply_readiness(c, true, "backend", backend);
+}
+
+static void reply_not_ready(struct downstream *c, const char *reason)
+{
+    reply_readiness(c, false, "reason", reason);
 }
 
 static void ops_health(struct downstream *c)
 {
     struct node *n = downstream_node(c);
-    reply_json(c, 200, "{\"status\":\"ok\",\"region\":\"%s\",\"state\":\"%s\"}\n", n->region->name,
-               n->state == NODE_RUNNING ? "running" : "draining");
+    json_t *o = json_pack("{s:s,s:s,s:s}", "status", "ok", "region", n->region->name, "state",
+                          n->state == NODE_RUNNING ? "running" : "draining");
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    downstream_reply(c, 200, NULL, 0, "application/json", text ? text : "{}",
+                     text ? strlen(text) : 2);
+    free(text);
 }
 
 static void ops_metrics(struct downstream *c)
@@ -47,8 +72,7 @@ static void probe_done(void *ctx)
 {
     struct downstream *c = ctx;
     downstream_backend(c)->ux = NULL;
-    reply_json(c, 200, "{\"ready\":true,\"region\":\"%s\",\"backend\":\"%s\"}\n",
-               downstream_node(c)->region->name, upstream_pool_name(downstream_node(c)->pool));
+    reply_ready(c, upstream_pool_name(downstream_node(c)->pool));
 }
 
 static void probe_error(void *ctx, enum stats_upstream_error kind, const char *reason,
@@ -63,8 +87,7 @@ static void probe_error(void *ctx, enum stats_upstream_error kind, const char *r
     }
     snprintf(why, sizeof why, "backend %s: %s", upstream_pool_name(downstream_node(c)->pool),
              reason);
-    reply_json(c, 503, "{\"ready\":false,\"region\":\"%s\",\"reason\":\"%s\"}\n",
-               downstream_node(c)->region->name, why);
+    reply_not_ready(c, why);
 }
 
 static const struct upstream_handler probe_handler = {
@@ -78,18 +101,15 @@ static void ops_ready(struct downstream *c)
 {
     struct node *n = downstream_node(c);
     if (n->state != NODE_RUNNING) {
-        reply_json(c, 503, "{\"ready\":false,\"region\":\"%s\",\"reason\":\"%s\"}\n",
-                   n->region->name, "draining");
+        reply_not_ready(c, "draining");
         return;
     }
     if (n->store) {
         struct err e;
         if (embedded_check(n->store, &e) < 0)
-            reply_json(c, 503, "{\"ready\":false,\"region\":\"%s\",\"reason\":\"%s\"}\n",
-                       n->region->name, e.msg);
+            reply_not_ready(c, e.msg);
         else
-            reply_json(c, 200, "{\"ready\":true,\"region\":\"%s\",\"backend\":\"%s\"}\n",
-                       n->region->name, "embedded");
+            reply_ready(c, "embedded");
         return;
     }
     struct sbuf req = { 0 };

@@ -244,17 +244,6 @@ static void peer_status(struct repl *r, struct downstream *c)
                         "streams", (int)streams));
 }
 
-static uint64_t since_param(const char *target, bool *bad)
-{
-    const char *q = strstr(target, "?since=");
-    if (!q)
-        return 0;
-    char *end;
-    unsigned long long v = strtoull(q + 7, &end, 10);
-    *bad = end == q + 7 || (*end && *end != '&');
-    return v;
-}
-
 void peer_handle(struct downstream *c)
 {
     struct repl *r = downstream_node(c)->repl;
@@ -268,7 +257,7 @@ void peer_handle(struct downstream *c)
         else
             peer_ship(r, c);
     } else if (headers_token_eq(target, plen, "/_meridian/v1/log") && req->method == HTTP_GET) {
-        uint64_t since = since_param(target, &bad);
+        uint64_t since = route_query_u64(target, "since", 0, &bad);
         if (bad)
             downstream_reply_error(c, 400, "bad_request", "since must be a decimal crts");
         else

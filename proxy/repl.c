@@ -12,6 +12,7 @@
 #include "keylock.h"
 #include "listener.h"
 #include "node.h"
+#include "route.h"
 #include "upstream.h"
 
 size_t repl_key(const char *container, const char *id, char *buf, size_t cap)
@@ -245,30 +246,12 @@ static int changes_one(void *arg, uint64_t crts, const char *text, size_t len)
     return json_array_size(cs->list) >= cs->limit;
 }
 
-static uint64_t query_u64(const char *target, const char *name, uint64_t dflt, bool *bad)
-{
-    const char *q = strchr(target, '?');
-    size_t nl = strlen(name);
-    while (q) {
-        q++;
-        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
-            char *end;
-            unsigned long long v = strtoull(q + nl + 1, &end, 10);
-            if (end == q + nl + 1 || (*end && *end != '&'))
-                *bad = true;
-            return v;
-        }
-        q = strchr(q, '&');
-    }
-    return dflt;
-}
-
 void repl_changes(struct repl *r, struct downstream *c, const struct conf_container *ct)
 {
     const char *target = hdr_block_line(&downstream_request(c)->head);
     bool bad = false;
-    uint64_t since = query_u64(target, "since", 0, &bad);
-    uint64_t limit = query_u64(target, "limit", 1000, &bad);
+    uint64_t since = route_query_u64(target, "since", 0, &bad);
+    uint64_t limit = route_query_u64(target, "limit", 1000, &bad);
     if (bad || limit == 0 || limit > 10000) {
         downstream_reply_error(c, 400, "bad_request",
                                "_changes takes since=CRTS and limit=N (1..10000), both decimal");
@@ -330,19 +313,11 @@ static bool backend_holds(const struct repl *r, const struct repl_write *w,
     return holds;
 }
 
-static const struct conf_container *container_named(const struct conf *conf, const char *name)
-{
-    for (size_t i = 0; i < conf->n_containers; i++)
-        if (strcmp(conf->containers[i].name, name) == 0)
-            return &conf->containers[i];
-    return NULL;
-}
-
 static void recover_read(void *arg, const struct backend_answer *a)
 {
     struct recover_op *op = arg;
     struct repl *r = op->r;
-    const struct conf_container *ct = container_named(r->node->conf, op->w.container);
+    const struct conf_container *ct = conf_container_by_name(r->node->conf, op->w.container);
     if (r->closing) {
         recover_finish(op, 0, NULL);
         return;
@@ -371,7 +346,7 @@ static void recover_locked(void *arg)
         recover_finish(op, 0, NULL);
         return;
     }
-    const struct conf_container *ct = container_named(op->r->node->conf, op->w.container);
+    const struct conf_container *ct = conf_container_by_name(op->r->node->conf, op->w.container);
     char path[1024];
     snprintf(path, sizeof path, "%s%s", ct ? ct->route : "/", op->w.id);
     backend_request(op->r->node, "GET", path, NULL, NULL, NULL, 0, recover_read, op);

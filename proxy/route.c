@@ -1,5 +1,6 @@
 #include "route.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define OPS_PREFIX "/_meridian/"
@@ -35,4 +36,24 @@ struct route_result route_match(const struct conf *conf, const char *target, siz
         }
     }
     return r;
+}
+
+uint64_t route_query_u64(const char *target, const char *name, uint64_t dflt, bool *bad)
+{
+    const char *q = strchr(target, '?');
+    size_t nl = strlen(name);
+    while (q) {
+        q++;
+        if (strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            const char *v = q + nl + 1;
+            char *end;
+            unsigned long long n = strtoull(v, &end, 10);
+            /* digits only: strtoull would take a sign or spaces */
+            if (*v < '0' || *v > '9' || (*end && *end != '&' && *end != '#'))
+                *bad = true;
+            return n;
+        }
+        q = strchr(q, '&');
+    }
+    return dflt;
 }

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "../config/conf.h"
 
@@ -25,5 +26,9 @@ struct route_result route_match(const struct conf *conf, const char *target, siz
 
 /* Length of the path part of a request target (up to '?' or '#'). */
 size_t route_path_len(const char *target, size_t len);
+
+/* The decimal query parameter `name` of the NUL-terminated `target`, or
+ * `dflt` when absent; sets *bad when present but not a number. */
+uint64_t route_query_u64(const char *target, const char *name, uint64_t dflt, bool *bad);
 
 #endif

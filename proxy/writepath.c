@@ -31,6 +31,7 @@
 #include "keylock.h"
 #include "node.h"
 #include "repl.h"
+#include "route.h"
 
 struct write_op {
     struct repl *r;
@@ -82,12 +83,7 @@ static void wp_end_error(struct write_op *w, int status, const char *code, const
 const char *writepath_doc_id(const struct conf_container *ct, const char *target, size_t tlen,
                              size_t *id_len)
 {
-    size_t rl = strlen(ct->route), pl = tlen;
-    for (size_t i = 0; i < tlen; i++)
-        if (target[i] == '?' || target[i] == '#') {
-            pl = i;
-            break;
-        }
+    size_t rl = strlen(ct->route), pl = route_path_len(target, tlen);
     if (pl <= rl || memchr(target + rl, '/', pl - rl))
         return NULL;
     *id_len = pl - rl;

@@ -48,3 +48,22 @@ Test(route, path_length_stops_at_query_or_fragment)
     cr_assert_eq(route_path_len("/a#f", 4), 2);
     cr_assert_eq(route_path_len("/a", 2), 2);
 }
+
+Test(route, query_numbers)
+{
+    bool bad = false;
+    cr_assert_eq(route_query_u64("/o/_changes?since=42&limit=5", "since", 0, &bad), 42);
+    cr_assert_eq(route_query_u64("/o/_changes?since=42&limit=5", "limit", 9, &bad), 5);
+    cr_assert_eq(route_query_u64("/o/_changes?since=42", "limit", 9, &bad), 9);
+    cr_assert_eq(route_query_u64("/o/_changes", "since", 7, &bad), 7);
+    cr_assert_not(bad);
+    const char *bads[] = { "/x?since=", "/x?since=-1", "/x?since= 1", "/x?since=1a", "/x?since=+2" };
+    for (size_t i = 0; i < sizeof bads / sizeof *bads; i++) {
+        bad = false;
+        route_query_u64(bads[i], "since", 0, &bad);
+        cr_assert(bad, "%s should be refused", bads[i]);
+    }
+    bad = false;
+    cr_assert_eq(route_query_u64("/x?sinceX=3&since=4", "since", 0, &bad), 4);
+    cr_assert_not(bad);
+}
