@@ -28,7 +28,7 @@ struct committer {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct job_queue todo;      /* loop → thread */
+    struct job_queue queued;    /* loop → thread */
     struct job_queue finished;  /* thread → loop */
     bool stopping;
     int wake_fd;                /* eventfd: completions are waiting */
@@ -115,9 +115,9 @@ static void *committer_main(void *arg)
     struct committer *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->todo.head && !c->stopping)
+        while (!c->queued.head && !c->stopping)
             pthread_cond_wait(&c->cv, &c->mu);
-        struct job *batch = queue_take_all(&c->todo);
+        struct job *batch = queue_take_all(&c->queued);
         if (!batch && c->stopping)
             break;
         pthread_mutex_unlock(&c->mu);
@@ -201,7 +201,7 @@ int committer_submit(struct committer *c, committer_apply_fn apply, committer_do
     j->arg = arg;
     j->durable = durable;
     pthread_mutex_lock(&c->mu);
-    queue_push(&c->todo, j);
+    queue_push(&c->queued, j);
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
     return 0;

@@ -106,6 +106,25 @@ def kill_group(proc, sig=signal.SIGKILL):
 
 # ---------------------------------------------------------------- HTTP client
 
+def nginx_conf_head(b, access_log="off"):
+    """The opening of a test nginx's config: foreground, one worker, every
+    temporary path under `b`; the caller continues inside `http {`."""
+    return f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {b}/nginx.pid;
+error_log {b}/nginx-error.log info;
+events {{ worker_connections 1024; }}
+http {{
+  access_log {access_log};
+  client_body_temp_path {b}/www/tmp;
+  proxy_temp_path {b}/tmp/proxy;
+  fastcgi_temp_path {b}/tmp/fastcgi;
+  uwsgi_temp_path {b}/tmp/uwsgi;
+  scgi_temp_path {b}/tmp/scgi;"""
+
+
 class Resp:
     def __init__(self, status, reason, version, headers, body, raw_head=b""):
         self.status = status
@@ -415,20 +434,7 @@ class Nginx(Proc):
                 ("Host", "host"), ("Expect", "expect")]) + """
       add_header X-Seen-URI $request_uri always;
       add_header X-Seen-Method $request_method always;"""
-        conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {b}/nginx.pid;
-error_log {b}/nginx-error.log info;
-events {{ worker_connections 1024; }}
-http {{
-  access_log {b}/nginx-access.log;
-  client_body_temp_path {b}/www/tmp;
-  proxy_temp_path {b}/tmp/proxy;
-  fastcgi_temp_path {b}/tmp/fastcgi;
-  uwsgi_temp_path {b}/tmp/uwsgi;
-  scgi_temp_path {b}/tmp/scgi;
+        conf = nginx_conf_head(b, f"{b}/nginx-access.log") + f"""
   types {{ application/json json; }}
   default_type application/octet-stream;
   keepalive_requests 100000;

@@ -61,20 +61,7 @@ class WebDavStore(h.Nginx):
 
     def _write_conf(self):
         b = self.base
-        conf = f"""
-daemon off;
-master_process off;
-worker_processes 1;
-pid {b}/nginx.pid;
-error_log {b}/nginx-error.log info;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {b}/www/tmp;
-  proxy_temp_path {b}/tmp/proxy;
-  fastcgi_temp_path {b}/tmp/fastcgi;
-  uwsgi_temp_path {b}/tmp/uwsgi;
-  scgi_temp_path {b}/tmp/scgi;
+        conf = h.nginx_conf_head(b) + f"""
   default_type application/json;
   keepalive_requests 100000;
   server {{
