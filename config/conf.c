@@ -6,10 +6,14 @@
  * adding a key is adding a row. Rules that involve more than one key run after
  * the walk (check_*), and find the line they blame through the same dotted
  * path they print. Every message is "FILE:LINE: KEY: what is wrong". */
+#define _DEFAULT_SOURCE /* realpath() */
 #include "conf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +24,6 @@
 #define CONF_MAX_FILE  (1024 * 1024) /* a config past this is the wrong file */
 #define CONF_PATH_LEN  160           /* "containers[12].conflict_resolution.mode" */
 #define MAX_KEYS       16            /* keys in one table; DEFINE_TABLE checks */
-
-#define CUSTOM_LATER "custom conflict resolution (resolver procedures and the conflicts " \
-                     "feed) is not available in this version; use last_writer_wins"
 
 /* What a value is and how it is read; MAP and SEQ nest another table. */
 enum kind {
@@ -156,6 +157,8 @@ static const struct conf_key limits_keys[] = {
     LIMIT(upstream_pool_size, "128", 1),
     LIMIT(max_connections, "10000", 1),
     LIMIT(drain_timeout_ms, "30000", 1),
+    LIMIT(procedure_timeout_ms, "1000", 10),
+    LIMIT(procedure_memory_bytes, "33554432", 1048576),
 };
 DEFINE_TABLE(limits_table, limits_keys, 0, 0);
 
@@ -891,11 +894,42 @@ static bool routes_overlap(const char *a, const char *b)
     return strncmp(a, b, la < lb ? la : lb) == 0;
 }
 
-/* The rules of one container alone. */
-static int check_policy(struct parse *p, const struct conf_container *ct, size_t i)
+/* A procedure's path is relative to the directory of the configuration
+ * file; it is kept absolute, and must name a readable file now. */
+static int resolve_procedure(struct parse *p, struct conf_container *ct, size_t i)
 {
-    if (ct->mode == CONFLICT_CUSTOM)
-        return fail_field(p, "containers", i, "conflict_resolution.mode", CUSTOM_LATER);
+    char joined[PATH_MAX], real[PATH_MAX];
+    const char *slash = strrchr(p->file, '/');
+    if (ct->procedure[0] == '/' || !slash)
+        snprintf(joined, sizeof joined, "%s", ct->procedure);
+    else
+        snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - p->file), p->file, ct->procedure);
+    struct stat st;
+    const char *why = NULL;
+    if (!realpath(joined, real) || stat(real, &st) != 0 || access(real, R_OK) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    if (why)
+        return fail_field(p, "containers", i, "conflict_resolution.procedure",
+                          "cannot read '%s': %s", joined, why);
+    char *abs = strdup(real);
+    if (!abs)
+        return fail_field(p, "containers", i, "conflict_resolution.procedure", "out of memory");
+    free(ct->procedure);
+    ct->procedure = abs;
+    return 0;
+}
+
+/* The rules of one container alone. */
+static int check_policy(struct parse *p, struct conf_container *ct, size_t i)
+{
+    if (ct->mode == CONFLICT_CUSTOM && ct->lww_path)
+        return fail_field(p, "containers", i, "conflict_resolution.path",
+                          "only used with mode: last_writer_wins (a custom container's "
+                          "conflicts go to its procedure or its conflicts feed)");
+    if (ct->procedure && ct->mode == CONFLICT_CUSTOM)
+        return resolve_procedure(p, ct, i);
     if (ct->procedure && ct->mode != CONFLICT_CUSTOM)
         return fail_field(p, "containers", i, "conflict_resolution.procedure",
                           "only used with mode: custom");
@@ -909,10 +943,10 @@ static int check_policy(struct parse *p, const struct conf_container *ct, size_t
     return 0;
 }
 
-static int check_containers(struct parse *p, const struct conf *c)
+static int check_containers(struct parse *p, struct conf *c)
 {
     for (size_t i = 0; i < c->n_containers; i++) {
-        const struct conf_container *ct = &c->containers[i];
+        struct conf_container *ct = &c->containers[i];
         if (check_policy(p, ct, i) < 0)
             return -1;
         for (size_t j = 0; j < i; j++) {
@@ -1085,6 +1119,11 @@ const struct conf_container *conf_container_by_name(const struct conf *conf, con
 const char *conf_consistency_name(enum consistency c)
 {
     return (unsigned)c <= CONS_STRONG ? consistency_words[c] : "unknown";
+}
+
+const char *conf_conflict_mode_name(enum conflict_mode m)
+{
+    return (unsigned)m <= CONFLICT_CUSTOM ? mode_words[m] : "unknown";
 }
 
 int conf_consistency_parse(const char *name, enum consistency *out)

@@ -60,7 +60,7 @@ struct conf_container {
     enum conflict_mode mode;
     char *lww_path;              /* JSON pointer or NULL (NULL: the write's HLC) */
     bool auto_version;           /* Meridian sets lww_path from the HLC */
-    char *procedure;             /* custom mode: JS file, or NULL */
+    char *procedure;             /* custom mode: JS file (absolute once loaded), or NULL */
     char *metadata_field;        /* default "_meridian" */
     enum backend_profile profile;
     int line;
@@ -76,6 +76,8 @@ struct conf_limits {
     uint32_t upstream_pool_size;           /* idle keep-alive connections kept; default 128 */
     uint32_t max_connections;              /* client connections; default 10000 */
     uint32_t drain_timeout_ms;             /* SIGTERM: give in-flight this long; default 30000 */
+    uint32_t procedure_timeout_ms;         /* a resolver procedure's run; default 1000 */
+    uint32_t procedure_memory_bytes;       /* its heap; default 32 MiB */
 };
 
 struct conf {
@@ -114,6 +116,7 @@ const struct conf_region *conf_region_by_name(const struct conf *conf, const cha
 const struct conf_container *conf_container_by_name(const struct conf *conf, const char *name);
 
 const char *conf_consistency_name(enum consistency c);
+const char *conf_conflict_mode_name(enum conflict_mode m);
 int conf_consistency_parse(const char *name, enum consistency *out);
 
 #endif

@@ -4,8 +4,9 @@
  *     for a tombstone) unless the backend already holds that version (or a
  *     later one), or this region still has its own undecided writes on the
  *     key (they stay visible until the hub's decision on them arrives);
- *   - the heads index and (for this region's own writes) the journal are
- *     updated in one transaction.
+ *   - the heads index, the conflicts feed (outside the hub) and, for this
+ *     region's own writes, the journal are updated in one transaction;
+ *   - a dismissed conflict changes only the feed.
  * Up to apply_window entries are in flight at once (the embedded store keeps
  * their order; an HTTP backend gets one at a time). The applied position
  * advances over the longest prefix of finished entries; after a crash the
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../replication/feed.h"
 #include "../util/log.h"
 #include "backend.h"
 #include "keylock.h"
@@ -55,11 +57,25 @@ static void apply_fail(struct apply_op *op, const char *why)
     op->retry_ms = node_now_ms(r->node) + APPLY_RETRY_MS;
 }
 
+/* The conflicts feed follows the log here; at the hub the decision did it. */
+static int apply_feed(MDB_txn *txn, struct apply_op *op, struct err *err)
+{
+    bool found;
+    if (op->r->is_hub)
+        return 0;
+    if (op->e.outcome == LWW_FILED)
+        return feed_put(txn, op->r->j, op->e.crts, op->key, op->klen, err);
+    if (op->e.outcome == LWW_DISMISSED)
+        return feed_del(txn, op->r->j, op->e.conflict_id, &found, err);
+    return 0;
+}
+
 static int apply_commit(MDB_txn *txn, void *arg, struct err *err)
 {
     struct apply_op *op = arg;
     struct journal *j = op->r->j;
-    if (journal_put_head(txn, j, op->e.w.container, op->e.w.id, &op->head, err) < 0)
+    if (journal_put_head(txn, j, op->e.w.container, op->e.w.id, &op->head, err) < 0 ||
+        apply_feed(txn, op, err) < 0)
         return -1;
     if (op->own && journal_del_write(txn, j, op->e.w.lsn, err) < 0)
         return -1;
@@ -171,6 +187,11 @@ static void apply_locked(void *arg)
         return;
     }
     journal_head(r->j, op->e.w.container, op->e.w.id, &h);
+    if (op->e.outcome == LWW_DISMISSED) {
+        op->head = h; /* only the feed changes */
+        apply_record(op);
+        return;
+    }
     op->own = op->e.w.origin == r->self->id && journal_has_write(r->j, op->e.w.lsn);
     uint32_t pending = h.pending;
     if (op->own && pending)

@@ -46,6 +46,7 @@ struct ds_backend {
     struct peer_stream *stream;  /* a confirmed-log stream being served */
     struct ship_req *ship;       /* a shipped batch being decided */
     struct read_wait *read;      /* a read waiting for a write to its key */
+    struct dismiss_req *dismiss; /* a conflict being removed from the feed */
     bool paused;                 /* the backend's reads wait for the client */
 };
 

@@ -139,7 +139,7 @@ static void forward_store(struct downstream *c)
 /* --- dispatch ------------------------------------------------------------ */
 
 /* Container requests Meridian serves itself: writes go through replication,
- * _changes is the change feed; reads of a document are annotated and then
+ * _changes is the change feed, _conflicts the conflicts feed; reads of a document are annotated and then
  * forwarded like any other request (returns false). */
 static void forward_backend(struct downstream *c)
 {
@@ -154,6 +154,8 @@ static bool forward_container(struct downstream *c, const struct conf_container 
     struct node *n = downstream_node(c);
     const struct ds_request *r = downstream_request(c);
     int m = r->method;
+    if (conflicts_route(c, ct))
+        return true;
     if (m == HTTP_PUT || m == HTTP_POST || m == HTTP_PATCH || m == HTTP_DELETE) {
         writepath_start(c, ct);
         return true;
@@ -207,6 +209,7 @@ void forward_cancel(struct downstream *c)
     repl_read_cancel(b->read);
     peer_stream_cancel(b->stream);
     peer_ship_detach(b->ship);
+    conflicts_detach(b->dismiss);
     *b = (struct ds_backend){ 0 };
 }
 

@@ -3,6 +3,8 @@
  *   GET  log?since=CRTS  the confirmed log as a long-lived NDJSON stream, then
  *                        live entries and a heartbeat line every second
  *   GET  status          this node's replication state
+ *   DELETE conflicts/CONTAINER/ID   a satellite's client removes a conflict
+ *                        from the feed: the hub decides it (conflicts.c)
  * Only the hub decides; a satellite answers `ship` with 409 naming the hub. */
 #include <jansson.h>
 #include <llhttp.h>
@@ -18,6 +20,7 @@
 #include "route.h"
 
 #define PEER_PUMP_MAX 512
+#define CONFLICTS_PREFIX "/_meridian/v1/conflicts/"
 
 struct peer_stream {
     TAILQ_ENTRY(peer_stream) link;
@@ -264,9 +267,14 @@ void peer_handle(struct downstream *c)
             peer_log(r, c, since);
     } else if (headers_token_eq(target, plen, "/_meridian/v1/status") && req->method == HTTP_GET) {
         peer_status(r, c);
+    } else if (plen > sizeof CONFLICTS_PREFIX - 1 && req->method == HTTP_DELETE &&
+               memcmp(target, CONFLICTS_PREFIX, sizeof CONFLICTS_PREFIX - 1) == 0) {
+        conflicts_peer_dismiss(r, c, target + sizeof CONFLICTS_PREFIX - 1,
+                               plen - (sizeof CONFLICTS_PREFIX - 1));
     } else {
         downstream_reply_error(c, 404, "not_found",
                                "the peer port serves POST /_meridian/v1/ship, GET "
-                               "/_meridian/v1/log?since=CRTS and GET /_meridian/v1/status");
+                               "/_meridian/v1/log?since=CRTS, GET /_meridian/v1/status and "
+                               "DELETE /_meridian/v1/conflicts/CONTAINER/ID");
     }
 }

@@ -94,9 +94,7 @@ static void decide_done(void *arg, int rc, const char *reason)
     struct decide_job *dj = arg;
     struct repl *r = dj->r;
     if (rc == 0) {
-        for (int k = 0; k < 4; k++)
-            for (int o = 0; o < 2; o++)
-                r->stats.conflicts[k][o] += dj->b->conflicts[k][o];
+        conflicts_count(r, dj->b);
         stats_observe(&r->stats.confirm_seconds,
                       (hlc_wall_ms() - dj->submitted_ms) / 1000.0);
         if (dj->b->n_decided)
@@ -113,6 +111,7 @@ int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, v
         return -1;
     *dj = (struct decide_job){ r, b, done, arg, hlc_wall_ms() };
     b->crts_floor = repl_hlc_now(r);
+    conflicts_prepare(r, b);
     if (committer_submit(r->j->committer, decide_apply, decide_done, dj, true) < 0) {
         free(dj);
         return -1;
@@ -212,21 +211,32 @@ struct changes_scan {
     uint64_t last;
 };
 
+/* A confirmed write, or a procedure's resolution (the document the hub made,
+ * version 0:crts, naming the write it resolved). */
 static json_t *change_json(struct repl *r, const struct clog_entry *e)
 {
+    bool resolved = e->outcome == LWW_RESOLVED;
+    struct version ver = resolved ? e->head : repl_write_version(&e->w);
+    bool del = resolved ? e->head_delete : e->w.is_delete;
+    const char *doc = resolved ? e->head_doc : e->w.doc;
     char v[VERSION_TEXT_MAX];
-    version_format(repl_write_version(&e->w), v);
-    const char *op = e->w.is_delete ? "delete" : version_is_none(e->w.base) ? "create" : "replace";
+    version_format(ver, v);
+    const char *op = del ? "delete" : !resolved && version_is_none(e->w.base) ? "create" : "replace";
     json_t *j = json_pack("{s:I,s:I,s:s,s:I,s:s,s:s,s:s,s:I}", "crts", (json_int_t)e->crts, "lsn",
-                          (json_int_t)e->w.lsn, "region", repl_region_name(r, e->w.origin),
-                          "regionId", (json_int_t)e->w.origin, "op", op, "id", e->w.id,
-                          "version", v, "hlc", (json_int_t)e->w.hlc);
+                          (json_int_t)ver.lsn, "region",
+                          resolved ? "resolver" : repl_region_name(r, e->w.origin), "regionId",
+                          (json_int_t)ver.region, "op", op, "id", e->w.id, "version", v, "hlc",
+                          (json_int_t)(resolved ? e->head_hlc : e->w.hlc));
     if (!j)
         return NULL;
-    if (e->w.is_delete)
+    if (del)
         json_object_set_new(j, "tombstone", json_true());
     else
-        json_object_set_new(j, "doc", json_loads(e->w.doc, 0, NULL));
+        json_object_set_new(j, "doc", json_loads(doc, 0, NULL));
+    if (resolved) {
+        version_format(repl_write_version(&e->w), v);
+        json_object_set_new(j, "resolves", json_string(v));
+    }
     return j;
 }
 
@@ -238,7 +248,8 @@ static int changes_one(void *arg, uint64_t crts, const char *text, size_t len)
     struct err err;
     cs->last = crts;
     if (clog_entry_from_json(root, &e, &err) == 0) {
-        if (e.outcome == LWW_CONFIRMED && strcmp(e.w.container, cs->container) == 0)
+        if ((e.outcome == LWW_CONFIRMED || e.outcome == LWW_RESOLVED) &&
+            strcmp(e.w.container, cs->container) == 0)
             json_array_append_new(cs->list, change_json(cs->r, &e));
         clog_entry_clear(&e);
     }
@@ -434,9 +445,7 @@ static void commit_done(void *arg, int rc, const char *reason)
     if (rc == 0) {
         r->stats.writes_committed++;
         if (cj->b) {
-            for (int k = 0; k < 4; k++)
-                for (int o = 0; o < 2; o++)
-                    r->stats.conflicts[k][o] += cj->b->conflicts[k][o];
+            conflicts_count(r, cj->b);
             repl_log_grew(r, cj->b->last_crts);
         } else {
             shipper_kick(r);
@@ -469,6 +478,7 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
         if (cj->b) {
             *cj->b = (struct confirm_batch){ .origin = r->self->id, .ws = &cj->w, .n = 1,
                                              .crts_floor = repl_hlc_now(r), .own = true };
+            conflicts_prepare(r, cj->b);
         }
     }
     if ((r->is_hub && !cj->b) ||
@@ -561,6 +571,8 @@ int repl_init(struct node *n, struct err *err)
     if (journal_open(n->base, n->data_dir, r->self->id, &r->j, err) < 0)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
+    if (conflicts_init(r, err) < 0)
+        return -1;
     r->locks = keylock_new();
     if (!r->locks)
         return err_set(err, "out of memory");
@@ -609,6 +621,7 @@ void repl_close(struct repl *r)
     keylock_free(r->locks);
     sbuf_free(&r->follow_buf);
     sbuf_free(&r->follow_batch);
+    free(r->policies);
     free(r);
 }
 
@@ -663,15 +676,15 @@ static int render_gauge(struct sbuf *out, const char *name, const char *help, do
 
 static int render_conflicts(struct repl *r, struct sbuf *out, const char *region)
 {
-    static const char *const outcomes[] = { "confirmed", "superseded" };
     if (sbuf_adds(out, "# HELP meridian_conflicts_total Decisions of the hub on conflicting "
                        "writes, by container kind and outcome (hub only).\n"
                        "# TYPE meridian_conflicts_total counter\n") < 0)
         return -1;
     for (int k = LWW_INSERT; k <= LWW_DELETE; k++)
-        for (int o = 0; o < 2; o++)
+        for (int o = 0; o < LWW_DISMISSED; o++)
             if (sbuf_printf(out, "meridian_conflicts_total{region=\"%s\",kind=\"%s\",outcome=\"%s\"} %llu\n",
-                            region, lww_conflict_name((enum lww_conflict)k), outcomes[o],
+                            region, lww_conflict_name((enum lww_conflict)k),
+                            clog_outcome_name((enum lww_outcome)o),
                             (unsigned long long)r->stats.conflicts[k][o]) < 0)
                 return -1;
     return 0;
@@ -717,7 +730,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_gauge(out, "meridian_region_lag_ms", "How far this region's applied position trails the hub's log, in HLC milliseconds.", (double)(lag >> 16), region) < 0 ||
         render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub and applied here.", (double)backlog, region) < 0 ||
         render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||
-        render_conflicts(r, out, region) < 0 ||
+        render_conflicts(r, out, region) < 0 || conflicts_render(r, out) < 0 ||
         render_replication_latency(r, out, region) < 0)
         return -1;
     if (sbuf_adds(out, "# HELP meridian_confirm_seconds Time for the hub to decide a shipped "

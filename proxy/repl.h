@@ -35,7 +35,9 @@ TAILQ_HEAD(peer_stream_list, peer_stream);
 struct repl_stats {
     uint64_t writes_committed, writes_aborted, writes_unknown;
     uint64_t forged;                            /* writes refused for a forged metadata field */
-    uint64_t conflicts[4][2];                   /* by lww_conflict and lww_outcome */
+    uint64_t conflicts[4][LWW_OUTCOMES];        /* by lww_conflict and lww_outcome */
+    uint64_t procedure_runs, procedure_failures, procedure_ms;
+    uint64_t conflicts_dismissed;
     uint64_t ship_batches, ship_errors, ship_writes;
     uint64_t frames_rejected;
     uint64_t applied, apply_backend_writes, apply_errors;
@@ -55,6 +57,7 @@ struct repl {
     struct listener *peer_listener;
     struct repl_stats stats;
     uint32_t topology;
+    struct confirm_policy *policies; /* by container index (conflicts.c) */
 
     /* satellites: the hub's peer port */
     struct upstream_pool *hub_pool;
@@ -153,6 +156,22 @@ void applier_close(struct repl *r);
 struct confirm_batch;
 typedef void (*repl_decided_fn)(void *arg, struct confirm_batch *b, int rc, const char *reason);
 int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, void *arg);
+
+/* conflicts.c: custom conflict resolution and the conflicts feed. */
+struct dismiss_req;
+/* Records each container's policy, refusing one that changed. */
+int conflicts_init(struct repl *r, struct err *err) MUST_CHECK;
+/* Gives a batch about to be decided the containers' policies. */
+void conflicts_prepare(struct repl *r, struct confirm_batch *b);
+/* Adds a decided batch's counts to the metrics. */
+void conflicts_count(struct repl *r, const struct confirm_batch *b);
+/* {route}_conflicts...: true when it was one (and is answered or in flight). */
+bool conflicts_route(struct downstream *c, const struct conf_container *ct);
+/* Peer port: DELETE /_meridian/v1/conflicts/ + rest ("CONTAINER/ID"). */
+void conflicts_peer_dismiss(struct repl *r, struct downstream *c, const char *rest, size_t len);
+/* The client went away. */
+void conflicts_detach(struct dismiss_req *d);
+int conflicts_render(struct repl *r, struct sbuf *out);
 
 /* After new entries are in this region's confirmed log. */
 void repl_log_grew(struct repl *r, uint64_t last_crts);

@@ -11,7 +11,20 @@
 #include <stdint.h>
 
 #include "../resolver/lww.h"
+#include "../resolver/procedure.h"
 #include "journal.h"
+
+/* A container's conflict policy as the hub applies it. */
+struct confirm_policy {
+    bool custom;                 /* mode custom: conflicts are never LWW-resolved */
+    const char *procedure;       /* absolute path of the resolver, or NULL: file every conflict */
+    const char *metadata_field;  /* where the resolved document's metadata goes */
+    struct procedure_limits limits;
+};
+
+/* The policy of `container`, or NULL for last-writer-wins. Called on the
+ * committer thread. */
+typedef const struct confirm_policy *(*confirm_policy_fn)(void *ctx, const char *container);
 
 struct confirm_batch {
     uint32_t origin;
@@ -22,14 +35,23 @@ struct confirm_batch {
      * backend calls finish out of LSN order, and it can never be a replay,
      * so the decided mark only records the highest LSN seen. */
     bool own;
+    /* Custom resolution (NULL policy: every container is last-writer-wins). */
+    confirm_policy_fn policy;
+    void *policy_ctx;
+    const char *const *worker_argv;  /* how to start a procedure worker */
     /* Results, filled on the committer thread: */
     uint64_t decided_upto;
     uint64_t first_crts, last_crts;
     size_t n_decided;
-    uint64_t conflicts[LWW_DELETE + 1][2];  /* by kind and outcome */
+    uint64_t conflicts[LWW_DELETE + 1][LWW_OUTCOMES];  /* by kind and outcome */
+    uint32_t procedure_runs, procedure_failures;
+    uint64_t procedure_ms;           /* time spent in procedures */
 };
 
-/* Decides the batch's writes inside `txn`. */
+/* Decides the batch's writes inside `txn`. A conflict in a custom container
+ * runs its procedure here, synchronously and bounded by its limits, so that
+ * the resolution and the decision commit together: a hub that dies during a
+ * resolution decides that conflict again after restart, and once. */
 int confirm_apply(MDB_txn *txn, struct journal *j, struct confirm_batch *b,
                   struct err *err) MUST_CHECK;
 

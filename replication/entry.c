@@ -164,10 +164,18 @@ void clog_entry_clear(struct clog_entry *e)
 {
     repl_write_clear(&e->w);
     free(e->head_doc);
+    free(e->error);
     memset(e, 0, sizeof *e);
 }
 
-static const char *const outcome_names[] = { "confirmed", "superseded" };
+static const char *const outcome_names[LWW_OUTCOMES] = {
+    "confirmed", "superseded", "resolved", "filed", "dismissed",
+};
+
+const char *clog_outcome_name(enum lww_outcome o)
+{
+    return o < LWW_OUTCOMES ? outcome_names[o] : "?";
+}
 
 json_t *clog_entry_to_json(const struct clog_entry *e)
 {
@@ -178,11 +186,15 @@ json_t *clog_entry_to_json(const struct clog_entry *e)
     json_t *j = json_pack("{s:I,s:o,s:s,s:s}", "crts", (json_int_t)e->crts, "write", w,
                           "outcome", outcome_names[e->outcome], "conflict",
                           lww_conflict_name(e->conflict));
-    if (j && e->outcome == LWW_SUPERSEDED)
+    if (j && e->outcome != LWW_CONFIRMED && e->outcome != LWW_DISMISSED)
         json_object_set_new(j, "head",
                             json_pack("{s:o,s:I,s:b,s:o}", "version", version_json(e->head),
                                       "hlc", (json_int_t)e->head_hlc, "delete", e->head_delete,
                                       "doc", doc_json(e->head_doc)));
+    if (j && e->error)
+        json_object_set_new(j, "error", json_string(e->error));
+    if (j && e->outcome == LWW_DISMISSED)
+        json_object_set_new(j, "conflict_id", json_integer((json_int_t)e->conflict_id));
     return j;
 }
 
@@ -190,9 +202,14 @@ static int parse_outcome(const json_t *j, struct clog_entry *e, struct err *err)
 {
     const char *o = json_string_value(json_object_get(j, "outcome"));
     const char *k = json_string_value(json_object_get(j, "conflict"));
-    if (!o || (strcmp(o, "confirmed") && strcmp(o, "superseded")))
-        return err_set(err, "field 'outcome' must be \"confirmed\" or \"superseded\"");
-    e->outcome = strcmp(o, "confirmed") == 0 ? LWW_CONFIRMED : LWW_SUPERSEDED;
+    int found = -1;
+    for (int i = 0; o && i < LWW_OUTCOMES; i++)
+        if (strcmp(o, outcome_names[i]) == 0)
+            found = i;
+    if (found < 0)
+        return err_set(err, "field 'outcome' must be one of confirmed, superseded, resolved, "
+                            "filed, dismissed");
+    e->outcome = (enum lww_outcome)found;
     for (int i = LWW_NO_CONFLICT; k && i <= LWW_DELETE; i++)
         if (strcmp(k, lww_conflict_name((enum lww_conflict)i)) == 0) {
             e->conflict = (enum lww_conflict)i;
@@ -205,7 +222,8 @@ static int parse_head(const json_t *h, struct clog_entry *e, struct err *err)
 {
     const json_t *del = json_object_get(h, "delete");
     if (!json_is_object(h) || !json_is_boolean(del))
-        return err_set(err, "a superseded entry needs a 'head' object with 'delete'");
+        return err_set(err, "a %s entry needs a 'head' object with 'delete'",
+                       outcome_names[e->outcome]);
     e->head_delete = json_is_true(del);
     if (get_version(h, "version", &e->head, err) < 0 || get_u64(h, "hlc", &e->head_hlc, err) < 0)
         return -1;
@@ -227,6 +245,17 @@ int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err)
         if (dup_or_null(&e->head_doc, e->w.doc) < 0)
             goto fail;
         return 0;
+    }
+    if (e->outcome == LWW_DISMISSED) {
+        if (get_u64(j, "conflict_id", &e->conflict_id, err) == 0 && e->conflict_id)
+            return 0;
+        err_set(err, "a dismissed entry needs a 'conflict_id' >= 1");
+        goto fail;
+    }
+    const json_t *why = json_object_get(j, "error");
+    if (why && (!json_is_string(why) || dup_or_null(&e->error, json_string_value(why)) < 0)) {
+        err_set(err, "field 'error' must be a string");
+        goto fail;
     }
     if (parse_head(json_object_get(j, "head"), e, err) == 0)
         return 0;

@@ -37,11 +37,14 @@ struct clog_entry {
     enum lww_outcome outcome;
     enum lww_conflict conflict;
     /* The head after the decision: w itself when confirmed, the winner when
-     * w was superseded. */
+     * w was superseded, the procedure's result (version 0:crts) when
+     * resolved, the unchanged head when filed. None when dismissed. */
     struct version head;
     uint64_t head_hlc;
     bool head_delete;
     char *head_doc;                  /* NULL for a tombstone */
+    char *error;                     /* filed: why the procedure failed; NULL without one */
+    uint64_t conflict_id;            /* dismissed: the crts of the filed entry removed */
 };
 
 static inline struct version repl_write_version(const struct repl_write *w)
@@ -62,6 +65,8 @@ char *repl_write_frame(const struct repl_write *w);
 void clog_entry_clear(struct clog_entry *e);
 json_t *clog_entry_to_json(const struct clog_entry *e);
 int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err) MUST_CHECK;
+/* "confirmed", "superseded", "resolved", "filed" or "dismissed". */
+const char *clog_outcome_name(enum lww_outcome o);
 
 /* Compact JSON text of `j`, which it releases; the caller frees the text.
  * NULL when j is NULL or memory runs out. */

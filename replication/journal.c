@@ -10,13 +10,13 @@
 
 #define JOURNAL_MAP_SIZE ((size_t)2 << 30)
 
-static void be64_put(unsigned char *p, uint64_t v)
+void journal_u64_key(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
         p[i] = (unsigned char)(v & 0xff);
 }
 
-static uint64_t be64_get(const unsigned char *p)
+uint64_t journal_u64_of_key(const unsigned char *p)
 {
     uint64_t v = 0;
     for (int i = 0; i < 8; i++)
@@ -51,6 +51,10 @@ static int open_dbs(struct journal *j, struct err *err)
         rc = mdb_dbi_open(txn, "decided", MDB_CREATE, &j->decided);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "cheads", MDB_CREATE, &j->cheads);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "conflicts", MDB_CREATE, &j->conflicts);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "policies", MDB_CREATE, &j->policies);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return err_set(err, "replication state: %s", mdb_strerror(rc));
@@ -62,7 +66,7 @@ static int open_dbs(struct journal *j, struct err *err)
     MDB_val k, v;
     if (mdb_cursor_open(txn, j->clog, &cur) == 0) {
         if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-            j->stored_crts = be64_get(k.mv_data);
+            j->stored_crts = journal_u64_of_key(k.mv_data);
         mdb_cursor_close(cur);
     }
     if (j->next_lsn == 0)
@@ -84,7 +88,7 @@ int journal_open(struct event_base *base, const char *dir, uint32_t region, stru
     j->region = region;
     int rc = mdb_env_create(&j->env);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(j->env, 8);
+        rc = mdb_env_set_maxdbs(j->env, 16);
     if (rc == 0)
         rc = mdb_env_set_mapsize(j->env, JOURNAL_MAP_SIZE);
     if (rc == 0)
@@ -116,8 +120,7 @@ void journal_close(struct journal *j)
     free(j);
 }
 
-/* The loop's read transaction: renewed per use so it sees the latest commit. */
-static MDB_txn *rtxn(struct journal *j)
+MDB_txn *journal_rtxn(struct journal *j)
 {
     if (j->rtxn) {
         mdb_txn_reset(j->rtxn);
@@ -156,7 +159,7 @@ static int head_get(MDB_txn *txn, struct journal *j, const char *container, cons
 
 int journal_head(struct journal *j, const char *container, const char *id, struct head_rec *out)
 {
-    MDB_txn *txn = rtxn(j);
+    MDB_txn *txn = journal_rtxn(j);
     if (!txn) {
         memset(out, 0, sizeof *out);
         return -1;
@@ -188,7 +191,7 @@ static int put_json_at(MDB_txn *txn, MDB_dbi dbi, uint64_t at, const char *json,
                        struct err *err)
 {
     unsigned char kb[8];
-    be64_put(kb, at);
+    journal_u64_key(kb, at);
     MDB_val k = { 8, kb }, v = { len, (void *)json };
     int rc = mdb_put(txn, dbi, &k, &v, 0);
     return rc ? err_set(err, "%s", mdb_strerror(rc)) : 0;
@@ -259,7 +262,7 @@ int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *
     if (write_encode(w, &v) < 0)
         return err_set(err, "out of memory encoding a journal entry");
     unsigned char kb[8];
-    be64_put(kb, w->lsn);
+    journal_u64_key(kb, w->lsn);
     MDB_val k = { 8, kb };
     int rc = mdb_put(txn, j->writes, &k, &v, 0);
     free(v.mv_data);
@@ -275,7 +278,7 @@ int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *
 int journal_del_write(MDB_txn *txn, struct journal *j, uint64_t lsn, struct err *err)
 {
     unsigned char kb[8];
-    be64_put(kb, lsn);
+    journal_u64_key(kb, lsn);
     MDB_val k = { 8, kb };
     int rc = mdb_del(txn, j->writes, &k, NULL);
     return rc && rc != MDB_NOTFOUND ? err_set(err, "%s", mdb_strerror(rc)) : 0;
@@ -291,7 +294,7 @@ int journal_put_meta(MDB_txn *txn, struct journal *j, const char *name, uint64_t
                      struct err *err)
 {
     unsigned char vb[8];
-    be64_put(vb, v);
+    journal_u64_key(vb, v);
     MDB_val k = { strlen(name), (void *)name }, val = { 8, vb };
     int rc = mdb_put(txn, j->meta, &k, &val, 0);
     return rc ? err_set(err, "meta %s: %s", name, mdb_strerror(rc)) : 0;
@@ -302,7 +305,7 @@ uint64_t journal_get_meta(MDB_txn *txn, struct journal *j, const char *name)
     MDB_val k = { strlen(name), (void *)name }, v;
     if (mdb_get(txn, j->meta, &k, &v) != 0 || v.mv_size != 8)
         return 0;
-    return be64_get(v.mv_data);
+    return journal_u64_of_key(v.mv_data);
 }
 
 struct chead_disk {
@@ -345,19 +348,19 @@ int journal_chead_put(MDB_txn *txn, struct journal *j, const char *key, size_t k
 uint64_t journal_decided_get(MDB_txn *txn, struct journal *j, uint32_t origin)
 {
     unsigned char kb[8];
-    be64_put(kb, origin);
+    journal_u64_key(kb, origin);
     MDB_val k = { 8, kb }, v;
     if (mdb_get(txn, j->decided, &k, &v) != 0 || v.mv_size != 8)
         return 0;
-    return be64_get(v.mv_data);
+    return journal_u64_of_key(v.mv_data);
 }
 
 int journal_decided_put(MDB_txn *txn, struct journal *j, uint32_t origin, uint64_t lsn,
                         struct err *err)
 {
     unsigned char kb[8], vb[8];
-    be64_put(kb, origin);
-    be64_put(vb, lsn);
+    journal_u64_key(kb, origin);
+    journal_u64_key(vb, lsn);
     MDB_val k = { 8, kb }, v = { 8, vb };
     int rc = mdb_put(txn, j->decided, &k, &v, 0);
     return rc ? err_set(err, "decided: %s", mdb_strerror(rc)) : 0;
@@ -367,7 +370,7 @@ int journal_clog_get(MDB_txn *txn, struct journal *j, uint64_t crts, struct clog
                      struct err *err)
 {
     unsigned char kb[8];
-    be64_put(kb, crts);
+    journal_u64_key(kb, crts);
     MDB_val k = { 8, kb }, v;
     if (mdb_get(txn, j->clog, &k, &v) != 0)
         return err_set(err, "confirmed-log entry %llu missing", (unsigned long long)crts);
@@ -378,19 +381,18 @@ int journal_clog_get(MDB_txn *txn, struct journal *j, uint64_t crts, struct clog
     return rc;
 }
 
-/* Walks a u64-keyed database from `after` (exclusive) upwards. */
-static int scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, size_t max,
+int journal_scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, size_t max,
                     int (*cb)(void *, uint64_t, const MDB_val *), void *arg)
 {
     MDB_cursor *cur;
     unsigned char kb[8];
-    be64_put(kb, after + 1);
+    journal_u64_key(kb, after + 1);
     MDB_val k = { 8, kb }, v;
     if (mdb_cursor_open(txn, dbi, &cur) != 0)
         return -1;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     for (size_t n = 0; rc == 0 && n < max; n++) {
-        uint64_t at = be64_get(k.mv_data);
+        uint64_t at = journal_u64_of_key(k.mv_data);
         if (at > upto || cb(arg, at, &v))
             break;
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
@@ -401,9 +403,9 @@ static int scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, si
 
 bool journal_has_write(struct journal *j, uint64_t lsn)
 {
-    MDB_txn *txn = rtxn(j);
+    MDB_txn *txn = journal_rtxn(j);
     unsigned char kb[8];
-    be64_put(kb, lsn);
+    journal_u64_key(kb, lsn);
     MDB_val k = { 8, kb }, v;
     return txn && mdb_get(txn, j->writes, &k, &v) == 0;
 }
@@ -416,7 +418,7 @@ static int backlog_first(void *arg, const struct repl_write *w)
 
 int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc)
 {
-    MDB_txn *txn = rtxn(j);
+    MDB_txn *txn = journal_rtxn(j);
     MDB_stat st;
     *count = *oldest_hlc = 0;
     if (!txn || mdb_stat(txn, j->writes, &st) != 0)
@@ -444,9 +446,9 @@ static int write_scan_one(void *arg, uint64_t lsn, const MDB_val *v)
 int journal_scan_writes(struct journal *j, uint64_t after, size_t max,
                         int (*cb)(void *arg, const struct repl_write *w), void *arg)
 {
-    MDB_txn *txn = rtxn(j);
+    MDB_txn *txn = journal_rtxn(j);
     struct write_scan ws = { cb, arg };
-    return txn ? scan_u64(txn, j->writes, after, UINT64_MAX, max, write_scan_one, &ws) : -1;
+    return txn ? journal_scan_u64(txn, j->writes, after, UINT64_MAX, max, write_scan_one, &ws) : -1;
 }
 
 struct clog_scan {
@@ -464,7 +466,7 @@ int journal_scan_clog(struct journal *j, uint64_t after, uint64_t upto, size_t m
                       int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
                       void *arg)
 {
-    MDB_txn *txn = rtxn(j);
+    MDB_txn *txn = journal_rtxn(j);
     struct clog_scan cs = { cb, arg };
-    return txn ? scan_u64(txn, j->clog, after, upto, max, clog_scan_one, &cs) : -1;
+    return txn ? journal_scan_u64(txn, j->clog, after, upto, max, clog_scan_one, &cs) : -1;
 }

@@ -39,6 +39,7 @@ struct chead_rec {
 struct journal {
     MDB_env *env;
     MDB_dbi meta, writes, heads, clog, decided, cheads;
+    MDB_dbi conflicts, policies;   /* replication/feed.c */
     struct committer *committer;
     MDB_txn *rtxn;           /* the loop's read transaction, reset between uses */
     uint32_t region;
@@ -52,6 +53,18 @@ struct journal {
 int journal_open(struct event_base *base, const char *dir, uint32_t region, struct journal **out,
                  struct err *err) MUST_CHECK;
 void journal_close(struct journal *j);
+
+/* The loop's read transaction, renewed per use so it sees the latest commit
+ * (NULL when LMDB refuses one). */
+MDB_txn *journal_rtxn(struct journal *j);
+
+/* Big-endian u64 keys, so that LMDB orders them numerically. */
+void journal_u64_key(unsigned char *p, uint64_t v);
+uint64_t journal_u64_of_key(const unsigned char *p);
+/* Walks u64-keyed `dbi` from `after` (exclusive) to `upto`, at most max
+ * records; cb returns nonzero to stop. */
+int journal_scan_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t after, uint64_t upto, size_t max,
+                     int (*cb)(void *arg, uint64_t key, const MDB_val *v), void *arg);
 
 /* Keys are "container\0id". Returns the length written into buf (at least
  * 512 bytes), or 0 when too long for LMDB. */

@@ -32,7 +32,8 @@ static int version_parse_number(const char *s, size_t len, uint64_t max, uint64_
 }
 
 /* "" is the text of "no version", so it parses to VERSION_NONE. Otherwise
- * both parts are required and must name a real write: region >= 1, lsn >= 1.
+ * both parts are required and must name a real write: lsn >= 1 (region 0 is
+ * the hub's resolver).
  * `out` is left untouched on failure. */
 int version_parse(const char *s, size_t len, struct version *out)
 {
@@ -50,7 +51,7 @@ int version_parse(const char *s, size_t len, struct version *out)
     if (version_parse_number(s, colon, UINT32_MAX, &region) < 0 ||
         version_parse_number(s + colon + 1, len - colon - 1, UINT64_MAX, &lsn) < 0)
         return -1;
-    if (region == 0 || lsn == 0)
+    if (lsn == 0)
         return -1;
     out->region = (uint32_t)region;
     out->lsn = lsn;

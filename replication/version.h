@@ -1,6 +1,8 @@
 /* version: names one write of one key: (origin region id, origin LSN).
  * Pure value type with its text form "REGION:LSN" (as in X-Meridian-Version).
- * Region 0 / LSN 0 means "no version" (a key never written). */
+ * Region 0 / LSN 0 means "no version" (a key never written). Region 0 with
+ * an LSN names a document made by the hub's conflict-resolution procedure:
+ * "0:CRTS", the confirmed-log position of the decision that made it. */
 #ifndef MERIDIAN_VERSION_H
 #define MERIDIAN_VERSION_H
 
@@ -24,7 +26,7 @@ static inline bool version_eq(struct version a, struct version b)
 
 /* Writes "REGION:LSN" (or "" for none) into buf of VERSION_TEXT_MAX bytes. */
 void version_format(struct version v, char *buf);
-/* Parses "REGION:LSN" (plain decimals, region >= 1, lsn >= 1, no sign, space
+/* Parses "REGION:LSN" (plain decimals, lsn >= 1, no sign, space
  * or leading zero); "" parses to VERSION_NONE. -1 when malformed, and then
  * `out` is untouched. */
 int version_parse(const char *s, size_t len, struct version *out);

@@ -30,7 +30,13 @@ enum lww_conflict { LWW_NO_CONFLICT, LWW_INSERT, LWW_REPLACE, LWW_DELETE };
 enum lww_outcome {
     LWW_CONFIRMED,    /* incoming becomes the head */
     LWW_SUPERSEDED,   /* the head stays; incoming lost */
+    /* The outcomes of custom resolution (mode: custom), decided by the hub's
+     * confirm step, never by lww_decide: */
+    LWW_RESOLVED,     /* a procedure's result is the new head; incoming lost */
+    LWW_FILED,        /* the head stays; incoming goes to the conflicts feed */
+    LWW_DISMISSED,    /* not a write's outcome: a conflicts-feed entry removed */
 };
+#define LWW_OUTCOMES (LWW_DISMISSED + 1)
 
 struct lww_decision {
     enum lww_conflict conflict;

@@ -35,13 +35,14 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def make_cluster(tmp_path):
-    """Factory: make_cluster(backend='embedded'|'nginx', delay_ms=0) -> started
-    Cluster; everything it started is stopped when the test ends."""
+    """Factory: make_cluster(backend='embedded'|'nginx', delay_ms=0,
+    containers=None, limits=None) -> started Cluster; everything it started is
+    stopped when the test ends."""
     made = []
 
-    def make(backend="embedded", delay_ms=0):
+    def make(backend="embedded", delay_ms=0, containers=None, limits=None):
         c = rc.Cluster(tmp_path / f"c{len(made)}-{backend}", backend=backend,
-                       delay_ms=delay_ms)
+                       delay_ms=delay_ms, containers=containers, limits=limits)
         made.append(c)
         _CLUSTERS.append(c)
         c.start()

@@ -154,26 +154,26 @@ class Region(h.Proc):
         hdrs.update(headers or {})
         return h.request(self.port, method, path, body=body, headers=hdrs, timeout=timeout)
 
-    def put(self, doc_id, doc, **kw):
-        return self.request("PUT", ROUTE + doc_id, body=doc, **kw)
+    def put(self, doc_id, doc, route=ROUTE, **kw):
+        return self.request("PUT", route + doc_id, body=doc, **kw)
 
-    def delete(self, doc_id, **kw):
-        return self.request("DELETE", ROUTE + doc_id, **kw)
+    def delete(self, doc_id, route=ROUTE, **kw):
+        return self.request("DELETE", route + doc_id, **kw)
 
-    def get(self, doc_id, **kw):
-        return self.request("GET", ROUTE + doc_id, **kw)
+    def get(self, doc_id, route=ROUTE, **kw):
+        return self.request("GET", route + doc_id, **kw)
 
-    def changes(self, since=0, limit=None):
+    def changes(self, since=0, limit=None, route=ROUTE):
         q = f"since={since}" + (f"&limit={limit}" if limit else "")
-        r = self.request("GET", f"{ROUTE}_changes?{q}")
+        r = self.request("GET", f"{route}_changes?{q}")
         assert r.status == 200, f"{self.name} change feed: {r}"
         return r.json()
 
-    def all_changes(self, page=1000):
+    def all_changes(self, page=1000, route=ROUTE):
         """Every entry of this region's change feed, paging with since=last."""
         out, since = [], 0
         while True:
-            feed = self.changes(since=since, limit=page)
+            feed = self.changes(since=since, limit=page, route=route)
             out.extend(feed["changes"])
             if not feed["changes"] or feed["last"] <= since:
                 return out, feed
@@ -237,8 +237,10 @@ class Cluster:
     """east (hub, id 1), west (id 2), south (id 3) with a WanRelay in front of
     the hub's peer port for each satellite. backend: 'embedded' or 'nginx'."""
 
-    def __init__(self, base, backend="embedded", delay_ms=0):
+    def __init__(self, base, backend="embedded", delay_ms=0, containers=None, limits=None):
         self.base = Path(base)
+        self.containers = containers or [CONTAINER]
+        self.limits = dict(NODE_LIMITS, **(limits or {}))
         self.backend_kind = backend
         self.stores = {}
         self.regions = []
@@ -273,7 +275,7 @@ class Cluster:
             regions.append({"name": r.name, "id": r.id, "listen": f"127.0.0.1:{r.port}",
                             "peer_listen": peer, "backend": r.backend,
                             "data_dir": str(r.data_dir)})
-        return h.render_config(regions, containers=[CONTAINER], limits=NODE_LIMITS,
+        return h.render_config(regions, containers=self.containers, limits=self.limits,
                                log={"level": "info", "access": False})
 
     def start(self):
@@ -378,21 +380,21 @@ class Cluster:
         except Exception as e:
             return {r.name: repr(e)}
 
-    def read_all(self, doc_id):
+    def read_all(self, doc_id, route=ROUTE):
         """{region: (status, user fields or None, response)}."""
         out = {}
         for r in self.regions:
-            resp = r.get(doc_id)
+            resp = r.get(doc_id, route=route)
             doc = user_fields(resp.json()) if resp.status == 200 else None
             out[r.name] = (resp.status, doc, resp)
         return out
 
-    def wait_same(self, doc_id, timeout=10.0, confirmed=True):
+    def wait_same(self, doc_id, timeout=10.0, confirmed=True, route=ROUTE):
         """Polls until every region answers the same status and body for
         doc_id (and, for 200s, X-Meridian-Confirmed: true); returns
         (status, doc, {region: response})."""
         def same():
-            seen = self.read_all(doc_id)
+            seen = self.read_all(doc_id, route=route)
             vals = {(s, json.dumps(d, sort_keys=True)) for s, d, _ in seen.values()}
             if len(vals) != 1:
                 return None
@@ -405,17 +407,17 @@ class Cluster:
             seen = h.poll(same, timeout=timeout, interval=0.05,
                           what=f"{doc_id!r} identical in every region")
         except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.explain(doc_id)}") from None
+            raise AssertionError(f"{e}\n{self.explain(doc_id, route=route)}") from None
         s, d, _ = next(iter(seen.values()))
         return s, d, {k: v[2] for k, v in seen.items()}
 
-    def explain(self, doc_id):
+    def explain(self, doc_id, route=ROUTE):
         """Diagnostics for a failure message: what each region holds for
         doc_id and every decision the hub made on it."""
         lines = [f"--- {doc_id}"]
         for r in self.regions:
             try:
-                resp = r.get(doc_id)
+                resp = r.get(doc_id, route=route)
                 body = resp.json() if resp.status == 200 else None
                 lines.append(f"  {r.name}: {resp.status} version={resp.header('x-meridian-version')} "
                              f"confirmed={resp.header('x-meridian-confirmed')} "

@@ -58,6 +58,8 @@ static void expect_default_limits(const struct conf_limits *l)
     cr_expect_eq(l->upstream_pool_size, 128);
     cr_expect_eq(l->max_connections, 10000);
     cr_expect_eq(l->drain_timeout_ms, 30000);
+    cr_expect_eq(l->procedure_timeout_ms, 1000);
+    cr_expect_eq(l->procedure_memory_bytes, 33554432);
 }
 
 static void expect_embedded_region(const struct conf_region *r, const char *name, unsigned id,
@@ -91,7 +93,7 @@ static void expect_example(const struct conf *c, int first_line)
     expect_embedded_region(&c->regions[0], "east", 1, first_line + 5);
     expect_embedded_region(&c->regions[1], "west", 2, first_line + 6);
     expect_embedded_region(&c->regions[2], "south", 3, first_line + 7);
-    cr_assert_eq(c->n_containers, 1);
+    cr_assert_geq(c->n_containers, 1);
     const struct conf_container *ct = &c->containers[0];
     cr_expect_str_eq(ct->name, "orders");
     cr_expect_str_eq(ct->route, "/orders/");
@@ -124,8 +126,16 @@ Test(conf, deploy_local_file_loads)
     struct err e = { "" };
     cr_assert_eq(conf_load(path, &c, &e), 0, "refused: %s", e.msg);
     cr_expect_str_eq(c->path, path);
-    /* The file is the example under a four-line comment header. */
+    /* The file is the example under a four-line comment header, and two
+     * custom containers: the seed's ledger resolver, and a feed-only one. */
     expect_example(c, 5);
+    cr_assert_eq(c->n_containers, 3);
+    const struct conf_container *ledger = &c->containers[1], *notes = &c->containers[2];
+    cr_expect_eq(ledger->mode, CONFLICT_CUSTOM);
+    cr_expect_str_eq(ledger->procedure, MERIDIAN_SOURCE_DIR "/deploy/local/resolvers/ledger.js",
+                     "procedure paths are relative to the file's directory, kept absolute");
+    cr_expect_eq(notes->mode, CONFLICT_CUSTOM);
+    cr_expect_null(notes->procedure);
     conf_free(c);
 }
 
@@ -329,8 +339,6 @@ struct bad_case {
     "    partition_key: /tenantId\n" \
     "    conflict_resolution: " resolution "\n"
 #define LWW "{ mode: last_writer_wins, path: /version }"
-#define CUSTOM_LATER "custom conflict resolution (resolver procedures and the conflicts feed) " \
-                     "is not available in this version; use last_writer_wins"
 
 /* One region whose fields are `fields` (line 2). */
 #define REGION(fields) "regions:\n  - { " fields " }\n"
@@ -386,7 +394,7 @@ static const struct bad_case cases[] = {
     { REGIONS ORDERS(LWW) "    ttl: 5\n",
       "bad.yaml:8: containers[0].ttl: unknown key 'ttl' (allowed: name, route, partition_key, conflict_resolution, metadata_field, backend_profile)" },
     { REGIONS "limits:\n  max_body: 10\n",
-      "bad.yaml:4: limits.max_body: unknown key 'max_body' (allowed: max_header_bytes, max_body_bytes, header_timeout_ms, idle_timeout_ms, upstream_connect_timeout_ms, upstream_response_timeout_ms, upstream_pool_size, max_connections, drain_timeout_ms)" },
+      "bad.yaml:4: limits.max_body: unknown key 'max_body' (allowed: max_header_bytes, max_body_bytes, header_timeout_ms, idle_timeout_ms, upstream_connect_timeout_ms, upstream_response_timeout_ms, upstream_pool_size, max_connections, drain_timeout_ms, procedure_timeout_ms, procedure_memory_bytes)" },
     { REGIONS "proxy: { tls: on }\n", "bad.yaml:3: proxy.tls: unknown key 'tls' (allowed: unmatched)" },
     { REGIONS "log: { file: x }\n", "bad.yaml:3: log.file: unknown key 'file' (allowed: level, access)" },
     /* duplicate keys */
@@ -534,10 +542,12 @@ static const struct bad_case cases[] = {
     /* conflict resolution */
     { REGIONS ORDERS("{ mode: first_writer_wins }"),
       "bad.yaml:7: containers[0].conflict_resolution.mode: expected last_writer_wins or custom, found 'first_writer_wins'" },
-    { REGIONS ORDERS("{ mode: custom }"),
-      "bad.yaml:7: containers[0].conflict_resolution.mode: " CUSTOM_LATER },
-    { REGIONS ORDERS("{ mode: custom, procedure: resolve.js }"),
-      "bad.yaml:7: containers[0].conflict_resolution.mode: " CUSTOM_LATER },
+    { REGIONS ORDERS("{ mode: custom, path: /version }"),
+      "bad.yaml:7: containers[0].conflict_resolution.path: only used with mode: last_writer_wins (a custom container's conflicts go to its procedure or its conflicts feed)" },
+    { REGIONS ORDERS("{ mode: custom, procedure: no-such-resolver.js }"),
+      "bad.yaml:7: containers[0].conflict_resolution.procedure: cannot read 'no-such-resolver.js': No such file or directory" },
+    { REGIONS ORDERS("{ mode: custom, procedure: /tmp }"),
+      "bad.yaml:7: containers[0].conflict_resolution.procedure: cannot read '/tmp': not a regular file" },
     { REGIONS ORDERS("\n      mode: last_writer_wins\n      procedure: resolve.js"),
       "bad.yaml:9: containers[0].conflict_resolution.procedure: only used with mode: custom" },
     { REGIONS ORDERS("\n      mode: last_writer_wins\n      auto_version: true"),

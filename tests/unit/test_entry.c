@@ -271,6 +271,59 @@ Test(entry, superseded_entry_carries_the_winner_and_its_document)
     clog_entry_clear(&in);
 }
 
+/* A procedure's result: the incoming write lost, the head is a document
+ * the hub made, named 0:crts. */
+Test(entry, resolved_entry_carries_the_procedure_result)
+{
+    uint64_t crts = HLC(T0 + 300, 1);
+    struct clog_entry in = {
+        .crts = crts, .outcome = LWW_RESOLVED, .conflict = LWW_REPLACE,
+        .w = mkwrite(3, 9, HLC(T0 + 10, 0), (struct version){ 2, 40 }, false, "{\"status\":1}"),
+        .head = { 0, crts }, .head_hlc = crts, .head_doc = strdup("{\"status\":2}"),
+    };
+    struct clog_entry out;
+
+    clog_round_trip(&in, &out);
+    cr_expect_eq(out.outcome, LWW_RESOLVED);
+    cr_expect(version_eq(out.head, (struct version){ 0, crts }));
+    cr_expect_eq(out.head_hlc, crts);
+    expect_same_doc(out.head_doc, "{\"status\":2}", "resolved doc");
+    cr_expect_null(out.error);
+    cr_expect_str_eq(clog_outcome_name(out.outcome), "resolved");
+    clog_entry_clear(&out);
+    clog_entry_clear(&in);
+}
+
+/* A conflict sent to the feed keeps the head and says why the procedure
+ * failed; removing it from the feed names the filed entry. */
+Test(entry, filed_and_dismissed_entries_round_trip)
+{
+    struct clog_entry in = {
+        .crts = HLC(T0 + 400, 0), .outcome = LWW_FILED, .conflict = LWW_INSERT,
+        .w = mkwrite(2, 5, HLC(T0 + 20, 0), VERSION_NONE, false, "{\"n\":1}"),
+        .head = { 1, 7 }, .head_hlc = HLC(T0 + 15, 0), .head_doc = strdup("{\"n\":0}"),
+        .error = strdup("timed out after 1000 ms"),
+    };
+    struct clog_entry out;
+    clog_round_trip(&in, &out);
+    cr_expect_eq(out.outcome, LWW_FILED);
+    cr_expect_str_eq(out.error, "timed out after 1000 ms");
+    cr_expect(version_eq(out.head, (struct version){ 1, 7 }));
+    expect_same_doc(out.head_doc, "{\"n\":0}", "filed head doc");
+    clog_entry_clear(&out);
+
+    struct clog_entry d = { .crts = in.crts + 5, .outcome = LWW_DISMISSED, .conflict = LWW_INSERT,
+                            .conflict_id = in.crts };
+    cr_assert_eq(repl_write_copy(&d.w, &in.w), 0);
+    clog_round_trip(&d, &out);
+    cr_expect_eq(out.outcome, LWW_DISMISSED);
+    cr_expect_eq(out.conflict_id, in.crts);
+    expect_same_write(&out.w, &in.w);
+    clog_entry_clear(&out);
+    clog_entry_clear(&d);
+    clog_entry_clear(&in);
+}
+
 Test(entry, superseded_entry_with_a_tombstone_head_round_trips)
 {
     struct clog_entry in = {
@@ -356,7 +409,7 @@ static const struct bad_frame bad_writes[] = {
     { "negative hlc", "{\"origin\":2,\"lsn\":1,\"hlc\":-5,\"base\":null,\"delete\":false," GOOD_REST "}", "'hlc'" },
     { "missing hlc", "{\"origin\":2,\"lsn\":1,\"base\":null,\"delete\":false," GOOD_REST "}", "'hlc'" },
     { "base without colon", "{\"origin\":2,\"lsn\":3,\"hlc\":5,\"base\":\"2-1\",\"delete\":false," GOOD_REST "}", "'base'" },
-    { "base region 0", "{\"origin\":2,\"lsn\":3,\"hlc\":5,\"base\":\"0:1\",\"delete\":false," GOOD_REST "}", "'base'" },
+    { "base lsn 0", "{\"origin\":2,\"lsn\":3,\"hlc\":5,\"base\":\"1:0\",\"delete\":false," GOOD_REST "}", "'base'" },
     { "base with a sign", "{\"origin\":2,\"lsn\":3,\"hlc\":5,\"base\":\"2:+1\",\"delete\":false," GOOD_REST "}", "'base'" },
     { "base as a number", "{\"origin\":2,\"lsn\":3,\"hlc\":5,\"base\":21,\"delete\":false," GOOD_REST "}", "'base'" },
     { "delete as text", "{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":\"false\"," GOOD_REST "}", "'delete'" },
@@ -388,6 +441,9 @@ static const struct bad_frame bad_entries[] = {
     { "head without delete", "{\"crts\":4,\"outcome\":\"superseded\",\"conflict\":\"insert\",\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "},\"head\":{\"version\":\"3:1\",\"hlc\":9,\"doc\":{}}}", "'delete'" },
     { "head with a bad version", "{\"crts\":4,\"outcome\":\"superseded\",\"conflict\":\"insert\",\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "},\"head\":{\"version\":\"3:x\",\"hlc\":9,\"delete\":false,\"doc\":{}}}", "'version'" },
     { "head with a negative hlc", "{\"crts\":4,\"outcome\":\"superseded\",\"conflict\":\"insert\",\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "},\"head\":{\"version\":\"3:1\",\"hlc\":-9,\"delete\":false,\"doc\":{}}}", "'hlc'" },
+    { "dismissed without conflict_id", "{\"crts\":4,\"outcome\":\"dismissed\",\"conflict\":\"insert\",\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "}}", "'conflict_id'" },
+    { "filed with a numeric error", "{\"crts\":4,\"outcome\":\"filed\",\"conflict\":\"insert\",\"error\":5,\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "},\"head\":{\"version\":\"3:1\",\"hlc\":9,\"delete\":true,\"doc\":null}}", "'error'" },
+    { "resolved without head", "{\"crts\":4,\"outcome\":\"resolved\",\"conflict\":\"insert\",\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "}}", "'head'" },
     { "live head without a document", "{\"crts\":4,\"outcome\":\"superseded\",\"conflict\":\"insert\",\"write\":{\"origin\":2,\"lsn\":1,\"hlc\":5,\"base\":null,\"delete\":false," GOOD_REST "},\"head\":{\"version\":\"3:1\",\"hlc\":9,\"delete\":false,\"doc\":null}}", "'doc'" },
 };
 

@@ -53,10 +53,21 @@ Test(version, parses_only_len_bytes)
     cr_assert(version_eq(v, (struct version){ 12, 3 }));
 }
 
+Test(version, region_zero_names_a_resolved_document)
+{
+    struct version v = VERSION_NONE;
+    cr_assert_eq(parse("0:17", &v), 0);
+    cr_expect(version_eq(v, (struct version){ 0, 17 }));
+    cr_expect(!version_is_none(v));
+    char buf[VERSION_TEXT_MAX];
+    version_format(v, buf);
+    cr_expect_str_eq(buf, "0:17");
+}
+
 Test(version, rejects_malformed_text)
 {
     static const char *const table[] = {
-        "1", ":", "1:", ":1", "0:1", "1:0", "0:0", "-1:1", "1:-1", "+1:1", "1:+1",
+        "1", ":", "1:", ":1", "1:0", "0:0", "-1:1", "1:-1", "+1:1", "1:+1",
         " 1:1", "1:1 ", "1: 1", "1 :1", "1:1:1", "1:1x", "x:1", "1:0x10", "a:b",
         "1;1", "4294967296:1", "99999999999999999999:1", "1:18446744073709551616",
         "1:99999999999999999999", "01:1", "1:01", "1:1.0", "1e3:1", "\t1:1",

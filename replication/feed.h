@@ -1,0 +1,51 @@
+/* feed: the conflicts feed's index and each container's fixed conflict
+ * policy, in the journal's LMDB environment.
+ *
+ * A conflict in the feed is a confirmed-log entry of outcome "filed": its
+ * crts is the conflict's id, and the entry holds everything shown about it.
+ * The index lists the ones not yet dismissed, id → "container\0doc-id", so
+ * that a container's feed and a key's conflicts are found without reading
+ * the log. At the hub it changes in the transaction of the decision; in
+ * other regions when the entry is applied.
+ *
+ * A container's policy (mode and LWW path) is recorded the first time the
+ * region serves it and may not change afterwards: a replica decided under
+ * one policy must never be re-decided under another. */
+#ifndef MERIDIAN_FEED_H
+#define MERIDIAN_FEED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "journal.h"
+
+/* --- inside a write transaction (committer thread) ----------------------- */
+int feed_put(MDB_txn *txn, struct journal *j, uint64_t id, const char *key, size_t klen,
+             struct err *err) MUST_CHECK;
+/* Removes `id`; *found says whether it was listed. */
+int feed_del(MDB_txn *txn, struct journal *j, uint64_t id, bool *found,
+             struct err *err) MUST_CHECK;
+/* The ids listed for `key`, ascending, at most max; returns how many. */
+size_t feed_ids_of_key(MDB_txn *txn, struct journal *j, const char *key, size_t klen,
+                       uint64_t *ids, size_t max);
+
+/* --- reads on the loop thread ------------------------------------------- */
+/* The key listed for `id` into key (cap bytes); its length, 0 when absent. */
+size_t feed_get(struct journal *j, uint64_t id, char *key, size_t cap);
+/* Calls cb for the listed conflicts of `container` with id > after,
+ * ascending; cb returns nonzero to stop. */
+int feed_scan(struct journal *j, const char *container, uint64_t after,
+              int (*cb)(void *arg, uint64_t id), void *arg);
+/* How many conflicts are listed, all containers. */
+uint64_t feed_count(struct journal *j);
+
+/* --- start-up ------------------------------------------------------------- */
+/* Records `policy` for `container` when none is, else compares: 0 when they
+ * match (or it was recorded now), 1 when they differ (the recorded one is
+ * copied into `stored`), -1 on an LMDB error. Opens its own transaction:
+ * call before the committer has work. */
+int feed_policy_check(struct journal *j, const char *container, const char *policy,
+                      char *stored, size_t cap, struct err *err) MUST_CHECK;
+
+#endif
