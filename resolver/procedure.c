@@ -40,10 +40,8 @@ extern char **environ;
 #define PROC_HDR 16 /* bytes before each block: its size; keeps blocks max_align_t aligned */
 _Static_assert(_Alignof(max_align_t) <= PROC_HDR, "allocator header too small");
 
-static int proc_fail(struct procedure_result *out, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
 /* Fills out->error, flattened to one line; always returns -1. */
+__attribute__((format(printf, 2, 3)))
 static int proc_fail(struct procedure_result *out, const char *fmt, ...)
 {
     va_list ap;
@@ -198,37 +196,30 @@ static void proc_fatal(void *udata, const char *msg)
  * when called, as a store would. */
 static const char PROC_CONTEXT_JS[] =
     "(function (global, selfLink) {\n"
-    "  var toStr = Object.prototype.toString, stringify = JSON.stringify;\n"
-    "  var keys = Object.keys, isArray = Array.isArray;\n"
+    "  var toStr = Object.prototype.toString, stringify = JSON.stringify, keys = Object.keys;\n"
     "  var st = { kind: null, json: null, body: undefined };\n"
     "  function isDoc(v) { return toStr.call(v) === '[object Object]'; }\n"
     "  function kindOf(v) {\n"
-    "    if (v === null) return 'null';\n"
-    "    if (isArray(v)) return 'array';\n"
-    "    if (typeof v !== 'object') return typeof v;\n"
+    "    if (v === null || typeof v !== 'object') return v === null ? 'null' : typeof v;\n"
     "    return toStr.call(v).slice(8, -1).toLowerCase();\n"
     "  }\n"
-    "  function callbackOf(options, callback) {\n"
-    "    if (typeof callback === 'function') return callback;\n"
-    "    return typeof options === 'function' ? options : null;\n"
+    "  function callback(options, cb) {\n"
+    "    return typeof cb === 'function' ? cb : typeof options === 'function' ? options : null;\n"
     "  }\n"
     "  var collection = {\n"
     "    getSelfLink: function () { return selfLink; },\n"
-    "    upsertDocument: function (link, doc, options, callback) {\n"
+    "    upsertDocument: function (link, doc, options, cb) {\n"
     "      if (!isDoc(doc))\n"
     "        throw new TypeError('upsertDocument: the document is not an object ('\n"
     "                            + kindOf(doc) + ')');\n"
     "      st.kind = 'upsert';\n"
     "      st.json = stringify(doc);\n"
-    "      var cb = callbackOf(options, callback);\n"
-    "      if (cb) cb(undefined, doc);\n"
+    "      if ((cb = callback(options, cb))) cb(undefined, doc);\n"
     "      return true;\n"
     "    },\n"
-    "    deleteDocument: function (link, options, callback) {\n"
+    "    deleteDocument: function (link, options, cb) {\n"
     "      st.kind = 'delete';\n"
-    "      st.json = null;\n"
-    "      var cb = callbackOf(options, callback);\n"
-    "      if (cb) cb(undefined);\n"
+    "      if ((cb = callback(options, cb))) cb(undefined);\n"
     "      return true;\n"
     "    }\n"
     "  };\n"

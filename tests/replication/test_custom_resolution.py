@@ -16,6 +16,7 @@ reach the hub with the same base.
 """
 
 import collections
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -251,3 +252,28 @@ def test_hub_kill9_during_a_conflict_burst_resolves_each_conflict_once(cluster):
     assert cluster.hub.starts == 2
     crts = [c["crts"] for c in feeds[0]]
     assert crts == sorted(crts) and len(crts) == len(set(crts))
+
+
+def test_a_changed_conflict_policy_is_refused_at_start(make_cluster):
+    """A container's policy is fixed when it is created: a region restarted
+    with notes switched to last_writer_wins refuses to start and says why;
+    put back, it starts and still serves the container."""
+    cluster = make_cluster(containers=CONTAINERS)
+    west = cluster["west"]
+    assert west.put("n1", {"owner": "ann"}, route="/notes/").status in (200, 201)
+    west.stop()
+    good = west.config_text
+    bad = good.replace("conflict_resolution: { mode: custom }",
+                       "conflict_resolution: { mode: last_writer_wins, path: /rev }")
+    assert bad != good
+    west.config_path.write_text(bad)
+    run = subprocess.run([h.meridian_bin(), "--config", str(west.config_path), "--region", "west"],
+                         capture_output=True, text=True, timeout=20)
+    assert run.returncode != 0
+    out = run.stdout + run.stderr
+    assert "container 'notes'" in out and "fixed when it is created" in out, out
+    assert "'custom'" in out and "'last_writer_wins on /rev'" in out, out
+    west.config_path.write_text(good)
+    west.start()
+    r = west.get("n1", route="/notes/")
+    assert r.status == 200 and r.json()["owner"] == "ann"
