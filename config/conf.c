@@ -113,6 +113,8 @@ static const struct conf_key account_keys[] = {
         .words = consistency_words),
     KEY("bounded_staleness", K_MAP, 0, NULL, 0, .sub = &staleness_table),
     KEY("max_clock_drift_ms", K_U32, IN_CONF(max_clock_drift_ms), "60000", RELOADABLE, .min = 1),
+    KEY("session_wait_ms", K_U32, IN_CONF(session_wait_ms), "1000", RELOADABLE, .max = 60000),
+    KEY("forward_fanout", K_U32, IN_CONF(forward_fanout), "1", RELOADABLE, .min = 1, .max = 8),
 };
 DEFINE_TABLE(account_table, account_keys, 0, 0);
 

@@ -88,6 +88,10 @@ struct conf {
     uint32_t max_lag_seconds;    /* account.bounded_staleness.max_lag_seconds, default 300 */
     uint32_t max_clock_drift_ms; /* account.max_clock_drift_ms: a peer clock further ahead
                                     is refused, not adopted; default 60000 */
+    uint32_t session_wait_ms;    /* account.session_wait_ms: how long a session read (or write)
+                                    waits for apply to catch up before it is forwarded; 1000 */
+    uint32_t forward_fanout;     /* account.forward_fanout: regions a forwarded read goes to at
+                                    once, first qualifying answer wins; default 1 */
     struct conf_region *regions; /* in file order; regions[0] is the hub */
     size_t n_regions;
     struct conf_container *containers;

@@ -98,9 +98,11 @@ static void apply_advance(struct repl *r)
         if (!r->apply_head)
             r->apply_tail = NULL;
         r->j->applied_crts = op->e.crts;
+        repl_note_applied(r, &op->e);
         r->apply_inflight--;
         apply_free(op);
     }
+    readpath_wake(r, node_now_ms(r->node));
     if (!r->apply_head && r->j->applied_crts > r->apply_persisted && !r->closing) {
         r->apply_persisted = r->j->applied_crts;
         if (committer_submit(r->j->committer, persist_apply, NULL, r, false) < 0)

@@ -84,7 +84,7 @@ static const struct upstream_handler buffer_handler = { on_head, on_body, on_don
 
 static struct backend_call *call_http(struct backend_call *c, const char *method, const char *path,
                                       const struct hdr_block *client, const char *client_ip,
-                                      const char *body, size_t len)
+                                      const char *extra, const char *body, size_t len)
 {
     struct node *n = c->node;
     struct sbuf req = { 0 };
@@ -93,7 +93,8 @@ static struct backend_call *call_http(struct backend_call *c, const char *method
                                  .default_host = n->region->backend.text };
     bool typed = client && hdr_block_get(client, "content-type", NULL);
     int rc = headers_write_forward(&req, method, path, client, &fi,
-                                   body && !typed ? "Content-Type: application/json\r\n" : NULL,
+                                   extra ? extra
+                                   : body && !typed ? "Content-Type: application/json\r\n" : NULL,
                                    body, body ? len : 0,
                                    strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0);
     bool idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
@@ -137,7 +138,7 @@ struct backend_call *backend_request(struct node *n, const char *method, const c
     c->arg = arg;
     if (n->pool) {
         c->pool = n->pool;
-        return call_http(c, method, path, client, client_ip, body, len);
+        return call_http(c, method, path, client, client_ip, NULL, body, len);
     }
     const struct store_request sr = {
         .method = method, .path = path, .path_len = strlen(path),
@@ -160,7 +161,21 @@ struct backend_call *backend_http(struct node *n, struct upstream_pool *pool, co
         return NULL;
     }
     *c = (struct backend_call){ .node = n, .pool = pool, .fn = fn, .arg = arg };
-    return call_http(c, method, path, NULL, NULL, body, len);
+    return call_http(c, method, path, NULL, NULL, NULL, body, len);
+}
+
+struct backend_call *backend_forward(struct node *n, struct upstream_pool *pool,
+                                     const char *method, const char *path,
+                                     const struct hdr_block *client, const char *extra,
+                                     backend_fn fn, void *arg)
+{
+    struct backend_call *c = calloc(1, sizeof *c);
+    if (!c) {
+        fn(arg, &(struct backend_answer){ .error = "out of memory", .headers = "", .body = "" });
+        return NULL;
+    }
+    *c = (struct backend_call){ .node = n, .pool = pool, .fn = fn, .arg = arg };
+    return call_http(c, method, path, client, NULL, extra, NULL, 0);
 }
 
 void backend_cancel(struct backend_call *c)

@@ -47,6 +47,7 @@ struct ds_backend {
     struct ship_req *ship;       /* a shipped batch being decided */
     struct read_wait *read;      /* a read waiting for a write to its key */
     struct dismiss_req *dismiss; /* a conflict being removed from the feed */
+    struct read_route *route;    /* a read waiting or forwarded for its session */
     bool paused;                 /* the backend's reads wait for the client */
 };
 

@@ -112,6 +112,8 @@ static void follow_heartbeat(struct repl *r, json_t *hb)
     uint64_t last = (uint64_t)json_integer_value(json_object_get(hb, "last"));
     r->hub_last_crts = last;
     r->hub_heard_ms = node_now_ms(r->node);
+    r->hub_hb_clock = clock;
+    r->hub_hb_last = last;
     if (hlc_update(&r->hlc, clock, hlc_wall_ms(), &e) < 0) {
         r->stats.clock_refusals++;
         log_warn("hub %s: %s", r->hub->name, e.msg);

@@ -138,9 +138,6 @@ static void forward_store(struct downstream *c)
 
 /* --- dispatch ------------------------------------------------------------ */
 
-/* Container requests Meridian serves itself: writes go through replication,
- * _changes is the change feed, _conflicts the conflicts feed; reads of a document are annotated and then
- * forwarded like any other request (returns false). */
 static void forward_backend(struct downstream *c)
 {
     if (downstream_node(c)->store)
@@ -149,42 +146,66 @@ static void forward_backend(struct downstream *c)
         forward_upstream(c);
 }
 
-static bool forward_container(struct downstream *c, const struct conf_container *ct)
+/* A container read the read path lets this region serve: the change feed,
+ * a document (annotated, after any write in progress on it), or a listing. */
+static void serve_read(struct downstream *c)
 {
     struct node *n = downstream_node(c);
     const struct ds_request *r = downstream_request(c);
-    int m = r->method;
+    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
+    size_t id_len = 0;
+    const char *id = rt.kind == ROUTE_CONTAINER
+                         ? writepath_doc_id(rt.container, hdr_block_line(&r->head),
+                                            r->head.line_len, &id_len)
+                         : NULL;
+    char doc_id[512];
+    if (id && id_len == 8 && memcmp(id, "_changes", 8) == 0) {
+        repl_changes(n->repl, c, rt.container);
+        return;
+    }
+    if (!id || id_len >= sizeof doc_id) {
+        repl_add_token(n->repl, c, 0);
+        forward_backend(c);
+        return;
+    }
+    memcpy(doc_id, id, id_len);
+    doc_id[id_len] = '\0';
+    if (!repl_read(n->repl, c, rt.container, doc_id, forward_backend))
+        forward_backend(c);
+}
+
+/* Container requests Meridian serves itself: writes go through replication;
+ * reads (documents, listings, _changes) through the read path, by
+ * consistency level and session token; _conflicts is the conflicts feed.
+ * Other methods pass through (returns false). */
+static bool forward_container(struct downstream *c, const struct conf_container *ct)
+{
+    int m = downstream_request(c)->method;
     if (conflicts_route(c, ct))
         return true;
     if (m == HTTP_PUT || m == HTTP_POST || m == HTTP_PATCH || m == HTTP_DELETE) {
         writepath_start(c, ct);
         return true;
     }
-    size_t id_len = 0;
-    const char *id = writepath_doc_id(ct, hdr_block_line(&r->head), r->head.line_len, &id_len);
-    if (!id || (m != HTTP_GET && m != HTTP_HEAD))
+    if (m != HTTP_GET && m != HTTP_HEAD)
         return false;
-    if (id_len == 8 && memcmp(id, "_changes", 8) == 0) {
-        repl_changes(n->repl, c, ct);
-        return true;
-    }
-    char doc_id[512];
-    if (id_len >= sizeof doc_id)
-        return false;
-    memcpy(doc_id, id, id_len);
-    doc_id[id_len] = '\0';
-    return repl_read(n->repl, c, ct, doc_id, forward_backend);
+    return readpath_start(c, serve_read);
 }
 
 void forward_request(struct downstream *c)
 {
     struct node *n = downstream_node(c);
     const struct ds_request *r = downstream_request(c);
+    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
     if (downstream_is_peer(c)) {
-        peer_handle(c);
+        /* A read another region forwarded for its client's session. */
+        if (rt.kind == ROUTE_CONTAINER && (r->method == HTTP_GET || r->method == HTTP_HEAD) &&
+            readpath_is_forwarded(c))
+            readpath_start(c, serve_read);
+        else
+            peer_handle(c);
         return;
     }
-    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
     if (rt.kind == ROUTE_CONTAINER && forward_container(c, rt.container))
         return;
     if (rt.kind == ROUTE_OPS) {
@@ -210,6 +231,7 @@ void forward_cancel(struct downstream *c)
     peer_stream_cancel(b->stream);
     peer_ship_detach(b->ship);
     conflicts_detach(b->dismiss);
+    readpath_cancel(b->route);
     *b = (struct ds_backend){ 0 };
 }
 

@@ -1,6 +1,7 @@
 #include "repl.h"
 
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,12 +130,23 @@ void repl_log_grew(struct repl *r, uint64_t last_crts)
 
 /* --- reads and the change feed ----------------------------------------------- */
 
+void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn)
+{
+    char token[SESSION_TOKEN_TEXT_MAX];
+    struct err err;
+    if (repl_session_token(r, &downstream_request(c)->head, lsn, token, &err) == 0)
+        downstream_add_header(c, "X-Session-Token", token);
+}
+
 static void annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
                           const char *id)
 {
     struct head_rec h;
     char crts[24];
-    if (journal_head(r->j, ct->name, id, &h) < 0 || !h.exists)
+    bool found = journal_head(r->j, ct->name, id, &h) == 0 && h.exists;
+    /* Reading this region's own tentative write puts it in the session. */
+    repl_add_token(r, c, found && h.pending && h.version.region == r->self->id ? h.version.lsn : 0);
+    if (!found)
         return;
     bool confirmed = h.pending == 0 && h.crts != 0;
     downstream_add_header(c, "X-Meridian-Confirmed", confirmed ? "true" : "false");
@@ -277,6 +289,7 @@ void repl_changes(struct repl *r, struct downstream *c, const struct conf_contai
         downstream_reply_error(c, 500, "internal", "out of memory");
         return;
     }
+    repl_add_token(r, c, 0);
     downstream_reply(c, 200, NULL, 0, "application/json", text, strlen(text));
     free(text);
 }
@@ -551,6 +564,74 @@ static int repl_hub_link(struct repl *r, struct err *err)
                              &r->hub_pool, err);
 }
 
+struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id)
+{
+    int i = repl_region_index(r, id);
+    if (i < 0 || id == r->self->id || r->closing)
+        return NULL;
+    if (id == r->hub->id)
+        return r->hub_pool;
+    if (!r->peer_pools[i]) {
+        const struct conf_region *g = &r->node->conf->regions[i];
+        char url[300];
+        struct err err;
+        snprintf(url, sizeof url, "http://%s (peer port of region %s)", g->peer_listen.text,
+                 g->name);
+        if (upstream_pool_new(r->node, url, g->peer_listen.host, g->peer_listen.port,
+                              &r->peer_pools[i], &err) < 0) {
+            log_warn("peer link to %s: %s", g->name, err.msg);
+            return NULL;
+        }
+    }
+    return r->peer_pools[i];
+}
+
+void repl_note_applied(struct repl *r, const struct clog_entry *e)
+{
+    if (e->outcome != LWW_DISMISSED && e->w.origin)
+        session_token_note(&r->applied, e->w.origin, e->w.lsn);
+    r->applied.confirmed = r->j->applied_crts;
+}
+
+#define APPLIED_REBUILD_MAX 200000
+
+struct applied_rebuild {
+    struct repl *r;
+    size_t missing;                /* regions whose mark is not found yet */
+};
+
+static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_t len)
+{
+    struct applied_rebuild *ab = arg;
+    json_t *root = json_loadb(json, len, 0, NULL);
+    struct clog_entry e;
+    struct err err;
+    if (clog_entry_from_json(root, &e, &err) == 0) {
+        if (e.outcome != LWW_DISMISSED && !session_token_lsn(&ab->r->applied, e.w.origin) &&
+            repl_region_index(ab->r, e.w.origin) >= 0) {
+            session_token_note(&ab->r->applied, e.w.origin, e.w.lsn);
+            ab->missing--;
+        }
+        clog_entry_clear(&e);
+    }
+    json_decref(root);
+    (void)crts;
+    return ab->missing == 0;
+}
+
+/* The per-origin applied marks, from the newest applied entries backwards
+ * (an origin's writes are decided in LSN order, so its newest applied entry
+ * carries its mark). An origin not met within the bound counts as 0: its
+ * writes named by a token are then looked for elsewhere, never assumed. */
+static void applied_rebuild(struct repl *r)
+{
+    struct applied_rebuild ab = { r, r->node->conf->n_regions };
+    r->applied.confirmed = r->j->applied_crts;
+    if (r->j->applied_crts)
+        journal_scan_clog_back(r->j, r->j->applied_crts, APPLIED_REBUILD_MAX, applied_rebuild_one,
+                               &ab);
+}
+
 int repl_init(struct node *n, struct err *err)
 {
     struct repl *r = calloc(1, sizeof *r);
@@ -567,10 +648,17 @@ int repl_init(struct node *n, struct err *err)
     r->is_hub = r->self == r->hub;
     r->topology = 1;
     TAILQ_INIT(&r->streams);
+    TAILQ_INIT(&r->read_waits);
+    const char *ignore = getenv("MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS");
+    r->ignore_session_tokens = ignore && strcmp(ignore, "1") == 0;
+    if (r->ignore_session_tokens)
+        log_warn("MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS=1: session tokens are ignored when "
+                 "routing reads; session guarantees do NOT hold (debugging only)");
     hlc_init(&r->hlc, n->conf->max_clock_drift_ms);
     if (journal_open(n->base, n->data_dir, r->self->id, &r->j, err) < 0)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
+    applied_rebuild(r);
     if (conflicts_init(r, err) < 0)
         return -1;
     r->locks = keylock_new();
@@ -606,6 +694,11 @@ void repl_stop(struct repl *r)
     listener_close(r->peer_listener);
     r->peer_listener = NULL;
     /* In-flight calls to the hub fail now, and their owners clean up. */
+    for (int i = 0; i < REPL_MAX_REGIONS; i++) {
+        if (r->peer_pools[i] != r->hub_pool)
+            upstream_pool_free(r->peer_pools[i]);
+        r->peer_pools[i] = NULL;
+    }
     upstream_pool_free(r->hub_pool);
     r->hub_pool = NULL;
 }
@@ -638,6 +731,10 @@ void repl_tick(struct repl *r, uint64_t now)
             follower_kick(r);
     }
     applier_tick(r, now);
+    readpath_wake(r, now);
+    for (int i = 0; i < REPL_MAX_REGIONS; i++)
+        if (r->peer_pools[i] && r->peer_pools[i] != r->hub_pool)
+            upstream_sweep(r->peer_pools[i], now);
     if (now - r->last_heartbeat_ms >= 1000) {
         r->last_heartbeat_ms = now;
         peer_streams_heartbeat(r);
@@ -731,6 +828,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub and applied here.", (double)backlog, region) < 0 ||
         render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||
         render_conflicts(r, out, region) < 0 || conflicts_render(r, out) < 0 ||
+        readpath_render(r, out) < 0 ||
         render_replication_latency(r, out, region) < 0)
         return -1;
     if (sbuf_adds(out, "# HELP meridian_confirm_seconds Time for the hub to decide a shipped "

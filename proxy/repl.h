@@ -13,6 +13,7 @@
 #include <sys/queue.h>
 
 #include "../config/conf.h"
+#include "../replication/consistency.h"
 #include "../replication/hlc.h"
 #include "../replication/journal.h"
 #include "../replication/session_token.h"
@@ -27,6 +28,8 @@ struct upstream_exchange;
 struct listener;
 struct peer_stream;
 struct write_op;
+struct read_route;
+struct upstream_pool;
 
 #define REPL_MAX_REGIONS 64
 
@@ -38,6 +41,7 @@ struct repl_stats {
     uint64_t conflicts[4][LWW_OUTCOMES];        /* by lww_conflict and lww_outcome */
     uint64_t procedure_runs, procedure_failures, procedure_ms;
     uint64_t conflicts_dismissed;
+    uint64_t reads[CONS_STRONG + 1][4];         /* by level and enum read_served */
     uint64_t ship_batches, ship_errors, ship_writes;
     uint64_t frames_rejected;
     uint64_t applied, apply_backend_writes, apply_errors;
@@ -58,6 +62,15 @@ struct repl {
     struct repl_stats stats;
     uint32_t topology;
     struct confirm_policy *policies; /* by container index (conflicts.c) */
+    /* reads by consistency level (readpath.c) */
+    struct session_token applied;  /* .confirmed: applied crts; v[]: per origin, the highest
+                                      LSN whose decision is applied here */
+    TAILQ_HEAD(, read_route) read_waits;
+    struct upstream_pool *peer_pools[REPL_MAX_REGIONS]; /* by region index, made on demand */
+    bool ignore_session_tokens;    /* debug: MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS=1 */
+    uint64_t hub_hb_clock, hub_hb_last; /* the hub's last heartbeat: its clock, its log head */
+    struct region_progress lag_cached;  /* readpath.c: lag, computed once per tick */
+    uint64_t lag_at_ms, lag_at_applied;
 
     /* satellites: the hub's peer port */
     struct upstream_pool *hub_pool;
@@ -172,6 +185,32 @@ void conflicts_peer_dismiss(struct repl *r, struct downstream *c, const char *re
 /* The client went away. */
 void conflicts_detach(struct dismiss_req *d);
 int conflicts_render(struct repl *r, struct sbuf *out);
+
+/* readpath.c: container reads by consistency level and session token. */
+enum read_served { SERVED_LOCAL, SERVED_AFTER_WAIT, SERVED_FORWARDED, SERVED_REFUSED };
+typedef void (*readpath_serve_fn)(struct downstream *c);
+/* Routes a container read (document, listing, change feed, conflicts feed):
+ * `serve` serves it from this region when the level and token allow.
+ * Always takes the request (answered, or in flight). */
+bool readpath_start(struct downstream *c, readpath_serve_fn serve);
+void readpath_cancel(struct read_route *rr);
+/* Apply progressed or the timer ticked: waiting reads decide again. */
+void readpath_wake(struct repl *r, uint64_t now_ms);
+/* The request's level (account's, relaxed by X-Consistency-Level); -1 when
+ * refused, and then answered 400. */
+int readpath_level(struct downstream *c, enum consistency *out);
+/* This region's progress as replication/consistency sees it. */
+void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag);
+bool readpath_is_forwarded(const struct downstream *c);
+int readpath_render(struct repl *r, struct sbuf *out);
+
+/* The peer pool of region `id` (NULL for this region or an unknown one). */
+struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);
+/* The applier finished an entry: the per-origin applied marks move on. */
+void repl_note_applied(struct repl *r, const struct clog_entry *e);
+/* Adds X-Session-Token to a read's answer: the request's token merged with
+ * this region's progress (and own tentative write `lsn`, if not 0). */
+void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn);
 
 /* After new entries are in this region's confirmed log. */
 void repl_log_grew(struct repl *r, uint64_t last_crts);

@@ -470,3 +470,28 @@ int journal_scan_clog(struct journal *j, uint64_t after, uint64_t upto, size_t m
     struct clog_scan cs = { cb, arg };
     return txn ? journal_scan_u64(txn, j->clog, after, upto, max, clog_scan_one, &cs) : -1;
 }
+
+int journal_scan_clog_back(struct journal *j, uint64_t from, size_t max,
+                           int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
+                           void *arg)
+{
+    MDB_txn *txn = journal_rtxn(j);
+    MDB_cursor *cur;
+    if (!txn || mdb_cursor_open(txn, j->clog, &cur) != 0)
+        return -1;
+    unsigned char kb[8];
+    journal_u64_key(kb, from);
+    MDB_val k = { 8, kb }, v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && journal_u64_of_key(k.mv_data) > from)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    else if (rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    for (size_t n = 0; rc == 0 && n < max; n++) {
+        if (cb(arg, journal_u64_of_key(k.mv_data), v.mv_data, v.mv_size))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    mdb_cursor_close(cur);
+    return 0;
+}

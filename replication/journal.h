@@ -93,6 +93,11 @@ int journal_scan_clog(struct journal *j, uint64_t after, uint64_t upto, size_t m
                       int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
                       void *arg);
 
+/* The same backwards: entries with crts <= from, descending. */
+int journal_scan_clog_back(struct journal *j, uint64_t from, size_t max,
+                           int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
+                           void *arg);
+
 /* --- changes, run on the committer thread inside one transaction ------- */
 int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
                       struct err *err);

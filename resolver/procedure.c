@@ -7,7 +7,7 @@
  *     proc_exchange (poll until the deadline)          send request, read answer
  *     proc_kill | proc_reap -> proc_verdict            always reaped
  *   procedure_worker_main (child)
- *     json_loadfd(stdin) -> procedure_run_inline
+ *     proc_read_stdin -> procedure_run_inline
  *       duk_create_heap (counting allocator, fatal handler answers and _exits)
  *       proc_main: context shim, compile + run the file, find the function,
  *                  call it, finish() applies the result rules
@@ -37,6 +37,7 @@ extern char **environ;
 
 /* The answer carries the document inside a JSON string: at most twice as long. */
 #define PROC_MAX_ANSWER (2 * PROCEDURE_MAX_DOC + 65536)
+#define PROC_MAX_REQUEST ((size_t)1 << 30)
 #define PROC_HDR 16 /* bytes before each block: its size; keeps blocks max_align_t aligned */
 _Static_assert(_Alignof(max_align_t) <= PROC_HDR, "allocator header too small");
 
@@ -89,6 +90,36 @@ char *procedure_read_file(const char *path, size_t max, size_t *len, char *err, 
     buf[n] = '\0';
     *len = n;
     return buf;
+}
+
+/* Duktape keeps a character outside the BMP as two surrogates, and writes
+ * them as two 3-byte sequences (CESU-8): rewrites such a pair as one UTF-8
+ * sequence, in place; a lone surrogate becomes U+FFFD. Never grows s. */
+static void proc_cesu_to_utf8(char *s)
+{
+    unsigned char *r = (unsigned char *)s, *w = r;
+    while (*r) {
+        bool sur = r[0] == 0xED && (r[1] & 0xE0) == 0xA0 && (r[2] & 0xC0) == 0x80;
+        bool pair = sur && (r[1] & 0xF0) == 0xA0 && r[3] == 0xED && (r[4] & 0xF0) == 0xB0 &&
+                    (r[5] & 0xC0) == 0x80;
+        if (!sur) {
+            *w++ = *r++;
+        } else if (!pair) {
+            memcpy(w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            r += 3;
+        } else {
+            uint32_t hi = ((uint32_t)(r[1] & 0x0F) << 6) | (r[2] & 0x3F);
+            uint32_t lo = ((uint32_t)(r[4] & 0x0F) << 6) | (r[5] & 0x3F);
+            uint32_t cp = 0x10000 + (hi << 10) + lo;
+            *w++ = (unsigned char)(0xF0 | (cp >> 18));
+            *w++ = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+            *w++ = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+            *w++ = (unsigned char)(0x80 | (cp & 0x3F));
+            r += 6;
+        }
+    }
+    *w = '\0';
 }
 
 /* ------------------------------------------------ the heap and its bound */
@@ -154,23 +185,39 @@ static void *proc_realloc(void *udata, void *ptr, duk_size_t size)
 
 /* ------------------------------------------------ the worker's answer */
 
-/* Writes r as the one JSON answer of the protocol. Text the engine produced
- * may not be valid UTF-8 (lone surrogates): an error says so. */
+/* Writes r as the one JSON answer of the protocol. An error cut inside a
+ * character by its 512-byte cap loses its non-ASCII bytes; a document that
+ * is still not UTF-8 after proc_cesu_to_utf8 becomes an error. */
 static void proc_answer(int fd, const struct procedure_result *r)
 {
     json_t *a;
-    if (r->error[0])
-        a = json_pack("{s:s}", "error", r->error);
+    char error[sizeof r->error];
+    snprintf(error, sizeof error, "%s", r->error);
+    proc_cesu_to_utf8(error);
+    if (error[0])
+        a = json_pack("{s:s}", "error", error);
     else if (r->is_delete)
         a = json_pack("{s:b}", "delete", 1);
     else
         a = json_pack("{s:s}", "doc", r->doc ? r->doc : "");
-    if (!a)
-        a = json_pack("{s:s}", "error", r->error[0] ? "error text is not valid UTF-8"
-                                                    : "result is not valid UTF-8");
-    if (a)
-        json_dumpfd(a, fd, JSON_COMPACT);
+    if (!a && error[0]) {
+        for (char *p = error; *p; p++) /* cut inside a character by the 512-byte cap */
+            if (*p & 0x80)
+                *p = '?';
+        a = json_pack("{s:s}", "error", error);
+    } else if (!a) {
+        a = json_pack("{s:s}", "error", "result is not valid UTF-8");
+    }
+    /* One buffer: json_dumpfd writes every token with its own syscall. */
+    char *text = a ? json_dumps(a, JSON_COMPACT) : NULL;
     json_decref(a);
+    for (size_t off = 0, len = text ? strlen(text) : 0; off < len;) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno != EINTR)
+            break;
+        off += n > 0 ? (size_t)n : 0;
+    }
+    free(text);
 }
 
 /* The engine cannot go on (an error thrown outside any protected call, or
@@ -332,6 +379,8 @@ static void proc_take_result(duk_context *ctx, struct proc_run *run)
         proc_fail(run->out, "result is %zu bytes, more than %u", (size_t)n, PROCEDURE_MAX_DOC);
     else if (!(run->out->doc = strndup(json, n)))
         proc_fail(run->out, "out of memory");
+    else
+        proc_cesu_to_utf8(run->out->doc);
 }
 
 /* The whole run, inside one protected call: any throw ends it. */
@@ -387,15 +436,16 @@ static duk_ret_t proc_describe(duk_context *ctx, void *udata)
 }
 
 /* The run threw (the value is on top): explain it in run->out. A refused
- * allocation surfaces as Error "alloc failed" or a RangeError, or as a bare
- * value when even the error object could not be made. */
+ * allocation surfaces as Error "alloc failed", a RangeError, a DoubleError
+ * (no memory left to build the error), or a bare value. */
 static void proc_explain_throw(duk_context *ctx, struct proc_run *run, const struct proc_heap *h)
 {
     bool memory = !duk_is_error(ctx, -1) || duk_get_error_code(ctx, -1) == DUK_ERR_RANGE_ERROR;
     const char *text = NULL;
     if (duk_safe_call(ctx, proc_describe, run, 1, 1) == DUK_EXEC_SUCCESS)
         text = duk_get_string(ctx, -1);
-    if (h->refused && (memory || !text || strstr(text, "alloc failed")))
+    if (h->refused && (memory || !text || strstr(text, "alloc failed") ||
+                       strstr(text, "DoubleError")))
         proc_fail(run->out, "memory limit (%zu bytes) exceeded", h->limit);
     else if (run->stage[0])
         proc_fail(run->out, "%s: %s", run->stage, text ? text : "uncaught exception");
@@ -408,11 +458,19 @@ int procedure_run_inline(const char *source, size_t len, const char *filename,
                          struct procedure_result *out)
 {
     memset(out, 0, sizeof *out);
-    struct proc_heap heap = { .limit = memory_bytes };
+    /* Duktape recurses without end when memory runs out while it builds its
+     * built-ins: the bound starts once they exist, and counts them. */
+    struct proc_heap heap = { .limit = SIZE_MAX };
     duk_context *ctx = duk_create_heap(proc_alloc, proc_realloc, proc_free, &heap, proc_fatal);
     if (!ctx)
-        return proc_fail(out, "memory limit (%zu bytes) too small to start the engine",
-                         memory_bytes);
+        return proc_fail(out, "cannot start the engine");
+    if (heap.used >= memory_bytes) {
+        proc_fail(out, "memory limit (%zu bytes) too small: the engine alone takes %zu",
+                  memory_bytes, heap.used);
+        duk_destroy_heap(ctx);
+        return -1;
+    }
+    heap.limit = memory_bytes;
     struct proc_run run = { .in = in, .source = source, .len = len, .filename = filename,
                             .out = out };
     if (duk_safe_call(ctx, proc_main, &run, 0, 1) != DUK_EXEC_SUCCESS && !out->error[0])
@@ -459,18 +517,44 @@ static int proc_serve(const json_t *req, struct procedure_result *r)
     return 0;
 }
 
+/* Reads stdin to EOF (json_loadfd would read it one byte per syscall). */
+static char *proc_read_stdin(size_t *len)
+{
+    size_t cap = 65536;
+    char *buf = malloc(cap);
+    *len = 0;
+    while (buf) {
+        if (*len == cap) {
+            char *b = cap < PROC_MAX_REQUEST ? realloc(buf, 2 * cap) : NULL;
+            if (!b)
+                break;
+            buf = b;
+            cap *= 2;
+        }
+        ssize_t n = read(STDIN_FILENO, buf + *len, cap - *len);
+        if (n == 0)
+            return buf;
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0)
+            *len += (size_t)n;
+    }
+    free(buf);
+    return NULL;
+}
+
 int procedure_worker_main(void)
 {
     /* A parent that dies without killing us must not leave a loop running. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     struct procedure_result r = { 0 };
     json_error_t jerr;
-    json_t *req = json_loadfd(STDIN_FILENO, JSON_ALLOW_NUL, &jerr);
-    int rc = 0;
-    if (!req)
-        rc = proc_fail(&r, "bad request: %s", jerr.text);
-    else
-        rc = proc_serve(req, &r);
+    size_t len = 0;
+    char *text = proc_read_stdin(&len);
+    json_t *req = text ? json_loadb(text, len, JSON_ALLOW_NUL, &jerr) : NULL;
+    int rc = req ? proc_serve(req, &r)
+                 : proc_fail(&r, "bad request: %s", text ? jerr.text : "cannot read stdin");
+    free(text);
     proc_answer(STDOUT_FILENO, &r);
     procedure_result_clear(&r);
     json_decref(req);

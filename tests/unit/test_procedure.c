@@ -202,6 +202,25 @@ Test(procedure, memory_limit_in_process)
     free(src);
 }
 
+/* Many small objects fill the heap to the brim, until even the error cannot
+ * be built; a script that catches the error keeps failing the same way. */
+Test(procedure, memory_limit_with_small_objects_and_tiny_heaps)
+{
+    static const char *const sources[] = {
+        "function f() { var head = null;\n  for (;;) head = { next: head }; }",
+        "function f() { var head = null;\n  for (;;) try { head = { next: head }; }\n"
+        "  catch (e) { head = { next: head, e: e }; } }",
+    };
+    struct procedure_input in = INPUT(.incoming = "{\"id\":\"x\"}");
+    struct procedure_result r;
+    for (size_t i = 0; i < 2; i++) {
+        int rc = procedure_run_inline(sources[i], strlen(sources[i]), "list.js", &in, 2u << 20, &r);
+        assert_error(rc, &r, "memory limit (2097152 bytes) exceeded");
+    }
+    int rc = procedure_run_inline(sources[0], strlen(sources[0]), "list.js", &in, 16u << 10, &r);
+    assert_error(rc, &r, "memory limit (16384 bytes) too small: the engine alone takes");
+}
+
 Test(procedure, thrown_error_names_message_and_line)
 {
     struct procedure_input in = INPUT(.incoming = "{\"id\":\"o9\",\"total\":-5}");
@@ -405,6 +424,21 @@ Test(procedure, result_type_errors)
             assert_doc(rc, &r, "{\"w\":1}");
         procedure_result_clear(&r);
     }
+}
+
+/* Duktape holds a character beyond the BMP as two surrogates: the result is
+ * still UTF-8, whether the input wrote it raw or escaped. */
+Test(procedure, characters_beyond_the_bmp_come_back_as_utf8)
+{
+    struct procedure_input in = INPUT(
+        .incoming = "{\"raw\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\",\"esc\":\"\\ud83d\\ude00\"}");
+    struct procedure_result r;
+    int rc = run_source("function f(i) { i.lone = '\\ud800'; getContext().getResponse().setBody(i); }",
+                        &in, &r);
+    cr_assert_eq(rc, 0, "%s", r.error);
+    cr_assert_str_eq(r.doc, "{\"raw\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\",\"esc\":\"\xf0\x9f\x98\x80\","
+                            "\"lone\":\"\xef\xbf\xbd\"}");
+    procedure_result_clear(&r);
 }
 
 Test(procedure, oversized_result_is_refused)

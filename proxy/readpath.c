@@ -1,0 +1,386 @@
+/* readpath: container reads (a document, a listing, the change feed) served
+ * by consistency level and session token. replication/consistency decides;
+ * this file gathers the inputs and carries the decision out:
+ *   local    proceed to this region's backend (the caller's `serve`);
+ *   wait     park the read until apply catches up with the token, at most
+ *            account.session_wait_ms, then decide again;
+ *   forward  send the read over the peer port to the candidate regions
+ *            (account.forward_fanout at once), relay the first answer that
+ *            is not "session not available";
+ *   refuse   404 with X-Meridian-Substatus: 1002.
+ * A read forwarded here from another region is served or refused, never
+ * forwarded again. Every answer carries the merged X-Session-Token. */
+#define _GNU_SOURCE /* memmem() */
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../replication/consistency.h"
+#include "../util/log.h"
+#include "backend.h"
+#include "downstream.h"
+#include "node.h"
+#include "repl.h"
+#include "upstream.h"
+
+#define FORWARDED_HEADER "X-Meridian-Forwarded-From"
+#define LAG_KNOWN_MS 3000            /* a satellite that heard nothing for 3 heartbeats */
+
+struct read_route;
+
+/* One region asked to serve a forwarded read. */
+struct fwd_call {
+    struct read_route *rr;
+    uint32_t region;
+    struct backend_call *call;
+    bool pending;
+};
+
+struct read_route {
+    TAILQ_ENTRY(read_route) link;    /* in r->read_waits while waiting */
+    struct repl *r;
+    struct downstream *c;
+    readpath_serve_fn serve;
+    enum consistency level;
+    struct session_token token;
+    uint64_t deadline_ms;
+    bool waiting, dispatching;
+    struct read_decision d;
+    size_t next;                     /* next candidate to ask */
+    struct fwd_call fc[CONSISTENCY_MAX_CANDIDATES];
+    size_t outstanding;
+};
+
+/* --- inputs ----------------------------------------------------------------- */
+
+static int count_one(void *arg, uint64_t crts, const char *json, size_t len)
+{
+    (void)crts, (void)json, (void)len;
+    (*(uint64_t *)arg)++;
+    return 0;
+}
+
+/* Entries this region holds but has not applied, counted up to `cap`. */
+static uint64_t unapplied_entries(struct repl *r, uint64_t cap)
+{
+    uint64_t n = 0;
+    if (r->j->stored_crts > r->j->applied_crts)
+        journal_scan_clog(r->j, r->j->applied_crts, r->j->stored_crts, cap, count_one, &n);
+    return n;
+}
+
+/* The lag behind the hub, computed at most once per maintenance tick. */
+static void lag(struct repl *r, struct region_progress *p)
+{
+    const struct conf *conf = r->node->conf;
+    uint64_t now = node_now_ms(r->node);
+    if (r->lag_at_ms == now && r->lag_at_applied == r->j->applied_crts) {
+        p->lag_known = r->lag_cached.lag_known;
+        p->lag_versions = r->lag_cached.lag_versions;
+        p->lag_ms = r->lag_cached.lag_ms;
+        return;
+    }
+    p->lag_known = r->hub_heard_ms && now - r->hub_heard_ms <= LAG_KNOWN_MS;
+    /* Versions: what the hub has that is not applied here. */
+    p->lag_versions = unapplied_entries(r, conf->max_lag_versions + 1) +
+                      (r->hub_last_crts > r->j->stored_crts ? 1 : 0);
+    /* Seconds: this region's state is as fresh as the newest hub clock
+     * reading whose log position it has applied. */
+    uint64_t fresh = HLC_MS(r->j->applied_crts);
+    if (r->hub_hb_last <= r->j->applied_crts && HLC_MS(r->hub_hb_clock) > fresh)
+        fresh = HLC_MS(r->hub_hb_clock);
+    uint64_t wall = hlc_wall_ms();
+    p->lag_ms = wall > fresh ? wall - fresh : 0;
+    r->lag_cached = *p;
+    r->lag_at_ms = now;
+    r->lag_at_applied = r->j->applied_crts;
+}
+
+void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag)
+{
+    const struct conf *conf = r->node->conf;
+    r->applied.confirmed = r->j->applied_crts;
+    *p = (struct region_progress){
+        .self = r->self->id, .hub = r->hub->id, .applied = &r->applied,
+        .next_lsn = r->j->next_lsn, .max_lag_versions = conf->max_lag_versions,
+        .max_lag_ms = (uint64_t)conf->max_lag_seconds * 1000,
+    };
+    if (!r->is_hub && with_lag)
+        lag(r, p);
+}
+
+/* The request's session token; -1 (answered 400) when malformed. */
+static int request_token(struct downstream *c, struct session_token *t)
+{
+    const struct hdr_block *h = &downstream_request(c)->head;
+    size_t n = 0;
+    const char *v = hdr_block_get(h, "x-session-token", &n);
+    if (!v)
+        v = hdr_block_get(h, "x-ms-session-token", &n);
+    struct err err;
+    memset(t, 0, sizeof *t);
+    if (v && session_token_parse(v, n, t, &err) < 0) {
+        char why[600];
+        snprintf(why, sizeof why, "X-Session-Token: %s", err.msg);
+        downstream_reply_error(c, 400, "bad_session_token", why);
+        return -1;
+    }
+    return 0;
+}
+
+int readpath_level(struct downstream *c, enum consistency *out)
+{
+    const struct conf *conf = downstream_node(c)->conf;
+    const struct hdr_block *h = &downstream_request(c)->head;
+    size_t n = 0;
+    const char *v = hdr_block_get(h, "x-consistency-level", &n);
+    if (!v)
+        v = hdr_block_get(h, "x-ms-consistency-level", &n);
+    struct err err;
+    if (consistency_request_level(conf->consistency, conf->multi_region_writes, v, n, out,
+                                  &err) < 0) {
+        downstream_reply_error(c, 400, "bad_consistency_level", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- outcomes ------------------------------------------------------------------ */
+
+static void count(struct repl *r, enum consistency level, enum read_served how)
+{
+    r->stats.reads[level][how]++;
+}
+
+static void route_free(struct read_route *rr)
+{
+    if (rr->waiting)
+        TAILQ_REMOVE(&rr->r->read_waits, rr, link);
+    if (rr->c && downstream_backend(rr->c)->route == rr)
+        downstream_backend(rr->c)->route = NULL;
+    free(rr);
+}
+
+static void serve_local(struct read_route *rr, enum read_served how)
+{
+    struct downstream *c = rr->c;
+    readpath_serve_fn serve = rr->serve;
+    count(rr->r, rr->level, how);
+    route_free(rr);
+    serve(c);
+}
+
+static void refuse(struct read_route *rr, const char *why)
+{
+    struct downstream *c = rr->c;
+    char token[SESSION_TOKEN_TEXT_MAX];
+    struct err err;
+    count(rr->r, rr->level, SERVED_REFUSED);
+    route_free(rr);
+    if (repl_session_token(rr->r, &downstream_request(c)->head, 0, token, &err) == 0)
+        downstream_add_header(c, "X-Session-Token", token);
+    downstream_add_header(c, "X-Meridian-Substatus", "1002");
+    char text[300];
+    snprintf(text, sizeof text, "session not available: %s", why);
+    downstream_reply_error(c, 404, "session_not_available", text);
+}
+
+/* --- forwarding ------------------------------------------------------------------ */
+
+static void forward_next(struct read_route *rr);
+
+/* 404 with X-Meridian-Substatus: 1002: that region cannot serve the session. */
+static bool is_not_available(const struct backend_answer *a)
+{
+    static const char name[] = "x-meridian-substatus:";
+    if (a->status != 404)
+        return false;
+    const char *p = a->headers, *end = a->headers + a->headers_len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t len = eol ? (size_t)(eol - p) : (size_t)(end - p);
+        if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0)
+            return memmem(p, len, "1002", 4) != NULL;
+        p += len + 1;
+    }
+    return false;
+}
+
+static void cancel_calls(struct read_route *rr)
+{
+    for (size_t k = 0; k < CONSISTENCY_MAX_CANDIDATES; k++)
+        if (rr->fc[k].pending) {
+            backend_cancel(rr->fc[k].call);
+            rr->fc[k].pending = false;
+        }
+    rr->outstanding = 0;
+}
+
+/* The answer's headers without the serving node's X-Meridian-Region (ours
+ * is added), with X-Meridian-Served-By naming it. */
+static void relay(struct read_route *rr, uint32_t region, const struct backend_answer *a)
+{
+    struct sbuf h = { 0 };
+    const char *p = a->headers, *end = a->headers + a->headers_len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        size_t len = eol ? (size_t)(eol - p) + 1 : (size_t)(end - p);
+        if (!(len > 18 && strncasecmp(p, "X-Meridian-Region:", 18) == 0))
+            (void)sbuf_add(&h, p, len);
+        p += len;
+    }
+    (void)sbuf_printf(&h, "X-Meridian-Served-By: %s\r\n", repl_region_name(rr->r, region));
+    struct downstream *c = rr->c;
+    count(rr->r, rr->level, SERVED_FORWARDED);
+    route_free(rr);
+    downstream_reply_relay(c, a->status, h.p ? h.p : "", h.len, a->body, a->body_len);
+    sbuf_free(&h);
+}
+
+static void forward_answer(void *arg, const struct backend_answer *a)
+{
+    struct fwd_call *fc = arg;
+    struct read_route *rr = fc->rr;
+    fc->pending = false;
+    fc->call = NULL;
+    rr->outstanding--;
+    /* An answer during dispatch can only be a failure to send. */
+    if (!rr->dispatching && a->status && !is_not_available(a)) {
+        cancel_calls(rr);
+        relay(rr, fc->region, a);
+        return;
+    }
+    if (!a->status)
+        log_warn("read forwarded to %s: %s", repl_region_name(rr->r, fc->region),
+                 a->error ? a->error : "no answer");
+    if (rr->outstanding == 0 && !rr->dispatching)
+        forward_next(rr);
+}
+
+static void forward_next(struct read_route *rr)
+{
+    if (rr->next >= rr->d.n) {
+        refuse(rr, "no region that holds this session's writes answered");
+        return;
+    }
+    struct repl *r = rr->r;
+    const struct ds_request *req = downstream_request(rr->c);
+    char extra[128];
+    snprintf(extra, sizeof extra, FORWARDED_HEADER ": %s\r\n", r->self->name);
+    rr->dispatching = true;
+    for (size_t k = 0; k < r->node->conf->forward_fanout && rr->next < rr->d.n; k++) {
+        uint32_t region = rr->d.candidates[rr->next++];
+        struct upstream_pool *pool = repl_peer_pool(r, region);
+        if (!pool)
+            continue;
+        rr->fc[k] = (struct fwd_call){ rr, region, NULL, true };
+        rr->outstanding++;
+        rr->fc[k].call = backend_forward(r->node, pool, req->method == HTTP_HEAD ? "HEAD" : "GET",
+                                         hdr_block_line(&req->head), &req->head, extra,
+                                         forward_answer, &rr->fc[k]);
+    }
+    rr->dispatching = false;
+    if (rr->outstanding == 0)
+        forward_next(rr);
+}
+
+/* --- deciding ---------------------------------------------------------------------- */
+
+static void decide(struct read_route *rr, bool waited, bool forwarded)
+{
+    struct region_progress p;
+    readpath_progress(rr->r, &p, rr->level == CONS_BOUNDED_STALENESS);
+    rr->d = consistency_route(rr->level, &rr->token, &p, waited, forwarded);
+    switch (rr->d.where) {
+    case READ_LOCAL:
+        serve_local(rr, waited ? SERVED_AFTER_WAIT : SERVED_LOCAL);
+        return;
+    case READ_WAIT:
+        rr->deadline_ms = node_now_ms(rr->r->node) + rr->r->node->conf->session_wait_ms;
+        rr->waiting = true;
+        TAILQ_INSERT_TAIL(&rr->r->read_waits, rr, link);
+        return;
+    case READ_FORWARD:
+        rr->next = 0;
+        forward_next(rr);
+        return;
+    case READ_REFUSE:
+        refuse(rr, rr->d.why);
+        return;
+    }
+}
+
+bool readpath_start(struct downstream *c, readpath_serve_fn serve)
+{
+    struct repl *r = downstream_node(c)->repl;
+    struct read_route *rr = calloc(1, sizeof *rr);
+    if (!rr) {
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return true;
+    }
+    *rr = (struct read_route){ .r = r, .c = c, .serve = serve };
+    if (readpath_level(c, &rr->level) < 0 || request_token(c, &rr->token) < 0) {
+        free(rr);
+        return true;
+    }
+    if (r->ignore_session_tokens)
+        memset(&rr->token, 0, sizeof rr->token);
+    downstream_backend(c)->route = rr;
+    bool forwarded = downstream_is_peer(c);
+    decide(rr, forwarded, forwarded);
+    return true;
+}
+
+void readpath_cancel(struct read_route *rr)
+{
+    if (!rr)
+        return;
+    cancel_calls(rr);
+    rr->c = NULL;
+    route_free(rr);
+}
+
+/* Apply moved on (or time passed): waiting reads decide again. */
+void readpath_wake(struct repl *r, uint64_t now)
+{
+    struct read_route *rr, *tmp;
+    struct region_progress p;
+    bool have = false;
+    for (rr = TAILQ_FIRST(&r->read_waits); rr; rr = tmp) {
+        tmp = TAILQ_NEXT(rr, link);
+        if (!have) {
+            readpath_progress(r, &p, false);
+            have = true;
+        }
+        bool late = now >= rr->deadline_ms;
+        if (!late && !consistency_satisfies(&p, &rr->token))
+            continue;
+        TAILQ_REMOVE(&r->read_waits, rr, link);
+        rr->waiting = false;
+        decide(rr, true, false);
+    }
+}
+
+bool readpath_is_forwarded(const struct downstream *c)
+{
+    return hdr_block_get(&downstream_request(c)->head, "x-meridian-forwarded-from", NULL) != NULL;
+}
+
+int readpath_render(struct repl *r, struct sbuf *out)
+{
+    static const char *const served[] = { "local", "after_wait", "forwarded", "refused" };
+    if (sbuf_adds(out, "# HELP meridian_reads_total Container reads by consistency level and "
+                       "where they were served (local, local after waiting for apply, "
+                       "forwarded to another region, refused with substatus 1002).\n"
+                       "# TYPE meridian_reads_total counter\n") < 0)
+        return -1;
+    for (int l = CONS_EVENTUAL; l <= CONS_STRONG; l++)
+        for (int s = SERVED_LOCAL; s <= SERVED_REFUSED; s++)
+            if (sbuf_printf(out, "meridian_reads_total{region=\"%s\",level=\"%s\",served=\"%s\"} %llu\n",
+                            r->self->name, conf_consistency_name((enum consistency)l), served[s],
+                            (unsigned long long)r->stats.reads[l][s]) < 0)
+                return -1;
+    return 0;
+}
