@@ -175,12 +175,10 @@ static void serve_local(struct read_route *rr, enum read_served how)
 static void refuse(struct read_route *rr, const char *why)
 {
     struct downstream *c = rr->c;
-    char token[SESSION_TOKEN_TEXT_MAX];
-    struct err err;
-    count(rr->r, rr->level, SERVED_REFUSED);
+    struct repl *r = rr->r;
+    count(r, rr->level, SERVED_REFUSED);
     route_free(rr);
-    if (repl_session_token(rr->r, &downstream_request(c)->head, 0, token, &err) == 0)
-        downstream_add_header(c, "X-Session-Token", token);
+    repl_add_token(r, c, 0);
     downstream_add_header(c, "X-Meridian-Substatus", "1002");
     char text[300];
     snprintf(text, sizeof text, "session not available: %s", why);
