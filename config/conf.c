@@ -115,6 +115,8 @@ static const struct conf_key account_keys[] = {
     KEY("max_clock_drift_ms", K_U32, IN_CONF(max_clock_drift_ms), "60000", RELOADABLE, .min = 1),
     KEY("session_wait_ms", K_U32, IN_CONF(session_wait_ms), "1000", RELOADABLE, .max = 60000),
     KEY("forward_fanout", K_U32, IN_CONF(forward_fanout), "1", RELOADABLE, .min = 1, .max = 8),
+    KEY("forward_timeout_ms", K_U32, IN_CONF(forward_timeout_ms), "5000", RELOADABLE, .min = 1,
+        .max = 120000),
 };
 DEFINE_TABLE(account_table, account_keys, 0, 0);
 

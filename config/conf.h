@@ -92,6 +92,8 @@ struct conf {
                                     waits for apply to catch up before it is forwarded; 1000 */
     uint32_t forward_fanout;     /* account.forward_fanout: regions a forwarded read goes to at
                                     once, first qualifying answer wins; default 1 */
+    uint32_t forward_timeout_ms; /* account.forward_timeout_ms: a forwarded request's answer;
+                                    then the next candidate, or a refusal; default 5000 */
     struct conf_region *regions; /* in file order; regions[0] is the hub */
     size_t n_regions;
     struct conf_container *containers;

@@ -167,7 +167,7 @@ struct backend_call *backend_http(struct node *n, struct upstream_pool *pool, co
 struct backend_call *backend_forward(struct node *n, struct upstream_pool *pool,
                                      const char *method, const char *path,
                                      const struct hdr_block *client, const char *extra,
-                                     backend_fn fn, void *arg)
+                                     const char *body, size_t len, backend_fn fn, void *arg)
 {
     struct backend_call *c = calloc(1, sizeof *c);
     if (!c) {
@@ -175,7 +175,7 @@ struct backend_call *backend_forward(struct node *n, struct upstream_pool *pool,
         return NULL;
     }
     *c = (struct backend_call){ .node = n, .pool = pool, .fn = fn, .arg = arg };
-    return call_http(c, method, path, client, NULL, extra, NULL, 0);
+    return call_http(c, method, path, client, NULL, extra, len ? body : NULL, len);
 }
 
 void backend_cancel(struct backend_call *c)

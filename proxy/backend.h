@@ -41,12 +41,12 @@ struct backend_call *backend_http(struct node *n, struct upstream_pool *pool, co
                                   const char *path, const char *body, size_t len, backend_fn fn,
                                   void *arg);
 
-/* A client's read forwarded to a peer region: its end-to-end headers go
- * along, plus `extra` ("Name: value\r\n" lines). */
+/* A client's request forwarded to a peer region: its end-to-end headers go
+ * along, plus `extra` ("Name: value\r\n" lines), and its body. */
 struct backend_call *backend_forward(struct node *n, struct upstream_pool *pool,
                                      const char *method, const char *path,
                                      const struct hdr_block *client, const char *extra,
-                                     backend_fn fn, void *arg);
+                                     const char *body, size_t len, backend_fn fn, void *arg);
 
 /* No callback after this. */
 void backend_cancel(struct backend_call *call);

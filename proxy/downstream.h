@@ -48,6 +48,7 @@ struct ds_backend {
     struct read_wait *read;      /* a read waiting for a write to its key */
     struct dismiss_req *dismiss; /* a conflict being removed from the feed */
     struct read_route *route;    /* a read waiting or forwarded for its session */
+    struct write_wait *wait;     /* a write's answer held for X-Meridian-Wait */
     bool paused;                 /* the backend's reads wait for the client */
 };
 

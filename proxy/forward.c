@@ -174,6 +174,20 @@ static void serve_read(struct downstream *c)
         forward_backend(c);
 }
 
+static bool is_write(int m)
+{
+    return m == HTTP_PUT || m == HTTP_POST || m == HTTP_PATCH || m == HTTP_DELETE;
+}
+
+/* A container write the write gate lets this region take. */
+static void serve_write(struct downstream *c)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
+    writepath_start(c, rt.container);
+}
+
 /* Container requests Meridian serves itself: writes go through replication;
  * reads (documents, listings, _changes) through the read path, by
  * consistency level and session token; _conflicts is the conflicts feed.
@@ -183,10 +197,8 @@ static bool forward_container(struct downstream *c, const struct conf_container 
     int m = downstream_request(c)->method;
     if (conflicts_route(c, ct))
         return true;
-    if (m == HTTP_PUT || m == HTTP_POST || m == HTTP_PATCH || m == HTTP_DELETE) {
-        writepath_start(c, ct);
-        return true;
-    }
+    if (is_write(m))
+        return readpath_gate_write(c, serve_write);
     if (m != HTTP_GET && m != HTTP_HEAD)
         return false;
     return readpath_start(c, serve_read);
@@ -198,10 +210,13 @@ void forward_request(struct downstream *c)
     const struct ds_request *r = downstream_request(c);
     struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
     if (downstream_is_peer(c)) {
-        /* A read another region forwarded for its client's session. */
-        if (rt.kind == ROUTE_CONTAINER && (r->method == HTTP_GET || r->method == HTTP_HEAD) &&
-            readpath_is_forwarded(c))
+        /* A read another region forwarded for its client's session, or a
+         * write for the single write region. */
+        bool fwd = rt.kind == ROUTE_CONTAINER && readpath_is_forwarded(c);
+        if (fwd && (r->method == HTTP_GET || r->method == HTTP_HEAD))
             readpath_start(c, serve_read);
+        else if (fwd && is_write(r->method))
+            readpath_gate_write(c, serve_write);
         else
             peer_handle(c);
         return;
@@ -232,6 +247,7 @@ void forward_cancel(struct downstream *c)
     peer_ship_detach(b->ship);
     conflicts_detach(b->dismiss);
     readpath_cancel(b->route);
+    writewait_cancel(b->wait);
     *b = (struct ds_backend){ 0 };
 }
 

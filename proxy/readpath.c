@@ -39,14 +39,15 @@ struct fwd_call {
 };
 
 struct read_route {
-    TAILQ_ENTRY(read_route) link;    /* in r->read_waits while waiting */
+    TAILQ_ENTRY(read_route) link;    /* in r->read_waits while waiting, or forwarding */
     struct repl *r;
     struct downstream *c;
     readpath_serve_fn serve;
     enum consistency level;
     struct session_token token;
     uint64_t deadline_ms;
-    bool waiting, dispatching;
+    bool waiting, dispatching;       /* waiting: in r->read_waits (a wait or a forward) */
+    bool is_write;                   /* the write gate: wait for the token, or refuse */
     struct read_decision d;
     size_t next;                     /* next candidate to ask */
     struct fwd_call fc[CONSISTENCY_MAX_CANDIDATES];
@@ -154,6 +155,14 @@ static void count(struct repl *r, enum consistency level, enum read_served how)
     r->stats.reads[level][how]++;
 }
 
+static void count_rr(struct read_route *rr, enum read_served how)
+{
+    if (rr->is_write)
+        rr->r->stats.write_gate[how]++;
+    else
+        count(rr->r, rr->level, how);
+}
+
 static void route_free(struct read_route *rr)
 {
     if (rr->waiting)
@@ -167,20 +176,30 @@ static void serve_local(struct read_route *rr, enum read_served how)
 {
     struct downstream *c = rr->c;
     readpath_serve_fn serve = rr->serve;
-    count(rr->r, rr->level, how);
+    count_rr(rr, how);
     route_free(rr);
     serve(c);
 }
 
+/* Session (and the write gate): 404 with substatus 1002. Bounded staleness
+ * and strong, whose reads need the hub: 503. */
 static void refuse(struct read_route *rr, const char *why)
 {
     struct downstream *c = rr->c;
     struct repl *r = rr->r;
-    count(r, rr->level, SERVED_REFUSED);
+    bool session = rr->is_write || rr->level == CONS_SESSION;
+    enum consistency level = rr->level;
+    count_rr(rr, SERVED_REFUSED);
     route_free(rr);
     repl_add_token(r, c, 0);
-    downstream_add_header(c, "X-Meridian-Substatus", "1002");
     char text[300];
+    if (!session) {
+        snprintf(text, sizeof text, "%s: this read needs the hub (%s), which could not be reached",
+                 conf_consistency_name(level), r->hub->name);
+        downstream_reply_error(c, 503, "hub_unreachable", text);
+        return;
+    }
+    downstream_add_header(c, "X-Meridian-Substatus", "1002");
     snprintf(text, sizeof text, "session not available: %s", why);
     downstream_reply_error(c, 404, "session_not_available", text);
 }
@@ -231,7 +250,7 @@ static void relay(struct read_route *rr, uint32_t region, const struct backend_a
     }
     (void)sbuf_printf(&h, "X-Meridian-Served-By: %s\r\n", repl_region_name(rr->r, region));
     struct downstream *c = rr->c;
-    count(rr->r, rr->level, SERVED_FORWARDED);
+    count_rr(rr, SERVED_FORWARDED);
     route_free(rr);
     downstream_reply_relay(c, a->status, h.p ? h.p : "", h.len, a->body, a->body_len);
     sbuf_free(&h);
@@ -245,7 +264,7 @@ static void forward_answer(void *arg, const struct backend_answer *a)
     fc->call = NULL;
     rr->outstanding--;
     /* An answer during dispatch can only be a failure to send. */
-    if (!rr->dispatching && a->status && !is_not_available(a)) {
+    if (!rr->dispatching && a->status && (rr->is_write || !is_not_available(a))) {
         cancel_calls(rr);
         relay(rr, fc->region, a);
         return;
@@ -259,6 +278,16 @@ static void forward_answer(void *arg, const struct backend_answer *a)
 
 static void forward_next(struct read_route *rr)
 {
+    if (rr->next >= rr->d.n && rr->is_write) {
+        struct downstream *c = rr->c;
+        char why[200];
+        snprintf(why, sizeof why, "this account has a single write region, %s, which could not "
+                 "be reached", rr->r->hub->name);
+        count_rr(rr, SERVED_REFUSED);
+        route_free(rr);
+        downstream_reply_error(c, 503, "write_region_unreachable", why);
+        return;
+    }
     if (rr->next >= rr->d.n) {
         refuse(rr, "no region that holds this session's writes answered");
         return;
@@ -275,22 +304,47 @@ static void forward_next(struct read_route *rr)
             continue;
         rr->fc[k] = (struct fwd_call){ rr, region, NULL, true };
         rr->outstanding++;
-        rr->fc[k].call = backend_forward(r->node, pool, req->method == HTTP_HEAD ? "HEAD" : "GET",
+        rr->fc[k].call = backend_forward(r->node, pool,
+                                         llhttp_method_name((llhttp_method_t)req->method),
                                          hdr_block_line(&req->head), &req->head, extra,
-                                         forward_answer, &rr->fc[k]);
+                                         req->body.p, req->body.len, forward_answer, &rr->fc[k]);
     }
     rr->dispatching = false;
-    if (rr->outstanding == 0)
+    if (rr->outstanding == 0) {
         forward_next(rr);
+        return;
+    }
+    /* The tick gives up on these candidates after forward_timeout_ms. */
+    rr->deadline_ms = node_now_ms(r->node) + r->node->conf->forward_timeout_ms;
+    if (!rr->waiting) {
+        rr->waiting = true;
+        TAILQ_INSERT_TAIL(&r->read_waits, rr, link);
+    }
 }
 
 /* --- deciding ---------------------------------------------------------------------- */
+
+/* A write waits until this region has applied what its token names (it
+ * would otherwise be written on a base the session has not seen), then is
+ * refused: the client may retry, or write where its session is. */
+static struct read_decision gate(struct read_route *rr, const struct region_progress *p,
+                                 bool waited)
+{
+    if (consistency_satisfies(p, &rr->token))
+        return (struct read_decision){ READ_LOCAL, { 0 }, 0, "session satisfied here" };
+    if (!waited)
+        return (struct read_decision){ READ_WAIT, { 0 }, 0, "waiting for apply" };
+    return (struct read_decision){ READ_REFUSE, { 0 }, 0,
+                                   "this region has not yet applied the writes this session "
+                                   "token names; retry, or write in the region that has them" };
+}
 
 static void decide(struct read_route *rr, bool waited, bool forwarded)
 {
     struct region_progress p;
     readpath_progress(rr->r, &p, rr->level == CONS_BOUNDED_STALENESS);
-    rr->d = consistency_route(rr->level, &rr->token, &p, waited, forwarded);
+    rr->d = rr->is_write ? gate(rr, &p, waited)
+                         : consistency_route(rr->level, &rr->token, &p, waited, forwarded);
     switch (rr->d.where) {
     case READ_LOCAL:
         serve_local(rr, waited ? SERVED_AFTER_WAIT : SERVED_LOCAL);
@@ -310,24 +364,84 @@ static void decide(struct read_route *rr, bool waited, bool forwarded)
     }
 }
 
-bool readpath_start(struct downstream *c, readpath_serve_fn serve)
+/* A route for the request, its level and token read (NULL when answered). */
+static struct read_route *route_new(struct downstream *c, readpath_serve_fn serve)
 {
     struct repl *r = downstream_node(c)->repl;
     struct read_route *rr = calloc(1, sizeof *rr);
     if (!rr) {
         downstream_reply_error(c, 500, "internal", "out of memory");
-        return true;
+        return NULL;
     }
     *rr = (struct read_route){ .r = r, .c = c, .serve = serve };
     if (readpath_level(c, &rr->level) < 0 || request_token(c, &rr->token) < 0) {
         free(rr);
-        return true;
+        return NULL;
     }
     if (r->ignore_session_tokens)
         memset(&rr->token, 0, sizeof rr->token);
     downstream_backend(c)->route = rr;
+    return rr;
+}
+
+bool readpath_start(struct downstream *c, readpath_serve_fn serve)
+{
+    struct read_route *rr = route_new(c, serve);
     bool forwarded = downstream_is_peer(c);
-    decide(rr, forwarded, forwarded);
+    if (rr)
+        decide(rr, forwarded, forwarded);
+    return true;
+}
+
+/* Bounded staleness: a satellite too far behind the hub takes no new writes. */
+static bool backlog_refused(struct read_route *rr)
+{
+    struct repl *r = rr->r;
+    uint64_t backlog, oldest;
+    struct region_progress p;
+    if (rr->level != CONS_BOUNDED_STALENESS || r->is_hub)
+        return false;
+    readpath_progress(r, &p, false);
+    journal_backlog(r->j, &backlog, &oldest);
+    uint64_t wall = hlc_wall_ms(), age = oldest && wall > HLC_MS(oldest) ? wall - HLC_MS(oldest) : 0;
+    if (!consistency_backlog_exceeded(&p, backlog, age))
+        return false;
+    struct downstream *c = rr->c;
+    r->stats.writes_throttled++;
+    route_free(rr);
+    char why[300];
+    snprintf(why, sizeof why,
+             "bounded staleness: %llu writes of this region are not yet confirmed by the hub "
+             "(oldest %llu ms); the bound is %llu versions and %u s",
+             (unsigned long long)backlog, (unsigned long long)age,
+             (unsigned long long)r->node->conf->max_lag_versions, r->node->conf->max_lag_seconds);
+    downstream_add_header(c, "Retry-After", "1");
+    downstream_reply_error(c, 429, "staleness_bound", why);
+    return true;
+}
+
+bool readpath_gate_write(struct downstream *c, readpath_serve_fn serve)
+{
+    struct read_route *rr = route_new(c, serve);
+    if (!rr)
+        return true;
+    rr->is_write = true;
+    char why[200];
+    if (writewait_parse(c, NULL, why, sizeof why) < 0) {
+        route_free(rr);
+        downstream_reply_error(c, 400, "bad_wait", why);
+        return true;
+    }
+    const struct conf *conf = rr->r->node->conf;
+    if (!conf->multi_region_writes && !rr->r->is_hub) {
+        /* A single write region: the hub takes every write. */
+        rr->d = (struct read_decision){ READ_FORWARD, { rr->r->hub->id }, 1, "single write region" };
+        forward_next(rr);
+        return true;
+    }
+    if (backlog_refused(rr))
+        return true;
+    decide(rr, false, false);
     return true;
 }
 
@@ -353,6 +467,15 @@ void readpath_wake(struct repl *r, uint64_t now)
             have = true;
         }
         bool late = now >= rr->deadline_ms;
+        if (rr->outstanding) {
+            if (late) { /* forwarded, and no answer in time */
+                log_warn("read forwarded for %s: no answer within %u ms",
+                         conf_consistency_name(rr->level), r->node->conf->forward_timeout_ms);
+                cancel_calls(rr);
+                forward_next(rr);
+            }
+            continue;
+        }
         if (!late && !consistency_satisfies(&p, &rr->token))
             continue;
         TAILQ_REMOVE(&r->read_waits, rr, link);

@@ -591,6 +591,10 @@ void repl_note_applied(struct repl *r, const struct clog_entry *e)
     if (e->outcome != LWW_DISMISSED && e->w.origin)
         session_token_note(&r->applied, e->w.origin, e->w.lsn);
     r->applied.confirmed = r->j->applied_crts;
+    if (!TAILQ_EMPTY(&r->write_waits) && e->w.origin == r->self->id) {
+        writewait_decided(r, e);
+        writewait_tick(r, node_now_ms(r->node));
+    }
 }
 
 #define APPLIED_REBUILD_MAX 200000
@@ -649,6 +653,7 @@ int repl_init(struct node *n, struct err *err)
     r->topology = 1;
     TAILQ_INIT(&r->streams);
     TAILQ_INIT(&r->read_waits);
+    TAILQ_INIT(&r->write_waits);
     const char *ignore = getenv("MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS");
     r->ignore_session_tokens = ignore && strcmp(ignore, "1") == 0;
     if (r->ignore_session_tokens)
@@ -711,6 +716,7 @@ void repl_close(struct repl *r)
     /* Completions of queued jobs run here and see `closing`. */
     journal_close(r->j);
     applier_close(r);
+    writewait_close(r);
     keylock_free(r->locks);
     sbuf_free(&r->follow_buf);
     sbuf_free(&r->follow_batch);
@@ -732,6 +738,7 @@ void repl_tick(struct repl *r, uint64_t now)
     }
     applier_tick(r, now);
     readpath_wake(r, now);
+    writewait_tick(r, now);
     for (int i = 0; i < REPL_MAX_REGIONS; i++)
         if (r->peer_pools[i] && r->peer_pools[i] != r->hub_pool)
             upstream_sweep(r->peer_pools[i], now);
@@ -828,7 +835,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_gauge(out, "meridian_tentative_backlog", "Own writes journaled and not yet decided by the hub and applied here.", (double)backlog, region) < 0 ||
         render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||
         render_conflicts(r, out, region) < 0 || conflicts_render(r, out) < 0 ||
-        readpath_render(r, out) < 0 ||
+        readpath_render(r, out) < 0 || writewait_render(r, out) < 0 ||
         render_replication_latency(r, out, region) < 0)
         return -1;
     if (sbuf_adds(out, "# HELP meridian_confirm_seconds Time for the hub to decide a shipped "

@@ -29,6 +29,7 @@ struct listener;
 struct peer_stream;
 struct write_op;
 struct read_route;
+struct write_wait;
 struct upstream_pool;
 
 #define REPL_MAX_REGIONS 64
@@ -42,6 +43,9 @@ struct repl_stats {
     uint64_t procedure_runs, procedure_failures, procedure_ms;
     uint64_t conflicts_dismissed;
     uint64_t reads[CONS_STRONG + 1][4];         /* by level and enum read_served */
+    uint64_t write_gate[4];                     /* writes by how their token was met */
+    uint64_t writes_throttled;                  /* 429: staleness bound */
+    uint64_t write_waits, write_wait_timeouts;  /* X-Meridian-Wait */
     uint64_t ship_batches, ship_errors, ship_writes;
     uint64_t frames_rejected;
     uint64_t applied, apply_backend_writes, apply_errors;
@@ -71,6 +75,10 @@ struct repl {
     uint64_t hub_hb_clock, hub_hb_last; /* the hub's last heartbeat: its clock, its log head */
     struct region_progress lag_cached;  /* readpath.c: lag, computed once per tick */
     uint64_t lag_at_ms, lag_at_applied;
+    /* writes held for X-Meridian-Wait (writewait.c) */
+    TAILQ_HEAD(, write_wait) write_waits;
+    uint64_t peer_applied[REPL_MAX_REGIONS];  /* other regions' applied crts, as polled */
+    uint32_t status_polls;                    /* polls in flight */
 
     /* satellites: the hub's peer port */
     struct upstream_pool *hub_pool;
@@ -203,6 +211,30 @@ int readpath_level(struct downstream *c, enum consistency *out);
 void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag);
 bool readpath_is_forwarded(const struct downstream *c);
 int readpath_render(struct repl *r, struct sbuf *out);
+
+/* The write gate: level, token (wait for apply, else 404/1002), the
+ * staleness bound (429), the single write region (forwarded to the hub);
+ * `serve` starts the write here when it may. */
+bool readpath_gate_write(struct downstream *c, readpath_serve_fn serve);
+
+/* writewait.c: X-Meridian-Wait. */
+struct writewait_spec {
+    bool wait;
+    uint32_t regions;              /* 0: until confirmed */
+    uint32_t timeout_ms;
+};
+/* The request's wait (out may be NULL: only checks); -1 with why. */
+int writewait_parse(struct downstream *c, struct writewait_spec *out, char *why, size_t cap);
+/* Holds a successful write's answer when the request asked to wait: true
+ * when held (the client is the wait's from now on). */
+bool writewait_hold(struct repl *r, struct downstream *c, uint64_t lsn, int status,
+                    const char *headers, size_t hlen, const char *body, size_t blen);
+/* An own write's decision is applied here. */
+void writewait_decided(struct repl *r, const struct clog_entry *e);
+void writewait_tick(struct repl *r, uint64_t now_ms);
+void writewait_cancel(struct write_wait *ww);
+void writewait_close(struct repl *r);
+int writewait_render(struct repl *r, struct sbuf *out);
 
 /* The peer pool of region `id` (NULL for this region or an unknown one). */
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);

@@ -185,6 +185,9 @@ static void wp_answer(struct write_op *w)
         snprintf(etag, sizeof etag, "\"%s\"", v);
         downstream_add_header(c, "ETag", etag);
     }
+    if (writewait_hold(w->r, c, w->w.lsn, w->status, w->headers, w->headers_len, w->body,
+                       w->body_len))
+        return;
     downstream_reply_relay(c, w->status, w->headers, w->headers_len, w->body, w->body_len);
 }
 

@@ -508,7 +508,8 @@ def render_config(regions, containers=None, limits=None, proxy=None, log=None, a
     """The YAML text of a Meridian configuration (block style, as users write it)."""
     account = account or {"multi_region_writes": True, "consistency": "session"}
     lines = ["account:"]
-    lines += [f"  {k}: {_yaml_scalar(v)}" for k, v in account.items()]
+    lines += [f"  {k}: {_yaml_flow(v) if isinstance(v, dict) else _yaml_scalar(v)}"
+              for k, v in account.items()]
     lines.append("regions:")
     for r in regions:
         first = True

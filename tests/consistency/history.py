@@ -351,12 +351,14 @@ def check(ops, feed, *, staleness=None, slack=0.5, session_levels=(SESSION,)):
                                      f"first (crts {c} <= {b[0]})", w.key))
 
     # --- consistent prefix: per serving region (all levels), and per session
-    def prefix(groups, rule, what):
+    def prefix(groups, rule, what, skip=frozenset()):
         for name, rs in groups.items():
             seen = Before((r.ended(), fd.crts_of(r.value), r) for r in rs
                           if r.value is not None and r.confirmed is True
                           and fd.crts_of(r.value) is not None)
             for r in rs:
+                if r.id in skip:
+                    continue
                 if r.value is not None and r.confirmed is not True:
                     continue        # a tentative (or unknown) answer is not confirmed state
                 b = seen.before(r.invoke)
@@ -382,7 +384,9 @@ def check(ops, feed, *, staleness=None, slack=0.5, session_levels=(SESSION,)):
     by_session = defaultdict(list)
     for r in session_reads:
         by_session[r.session].append(r)
-    prefix(by_session, "session-prefix", "session")
+    # a read already reported as going back on its own key is not reported again
+    reported = {v.ops[-1].id for v in out if v.rule in ("read-your-writes", "monotonic-reads")}
+    prefix(by_session, "session-prefix", "session", skip=reported)
 
     # --- bounded staleness
     if staleness is not None:

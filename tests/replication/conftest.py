@@ -36,13 +36,13 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def make_cluster(tmp_path):
     """Factory: make_cluster(backend='embedded'|'nginx', delay_ms=0,
-    containers=None, limits=None) -> started Cluster; everything it started is
+    containers=None, limits=None, account=None) -> started Cluster; everything it started is
     stopped when the test ends."""
     made = []
 
-    def make(backend="embedded", delay_ms=0, containers=None, limits=None):
+    def make(backend="embedded", delay_ms=0, containers=None, limits=None, account=None):
         c = rc.Cluster(tmp_path / f"c{len(made)}-{backend}", backend=backend,
-                       delay_ms=delay_ms, containers=containers, limits=limits)
+                       delay_ms=delay_ms, containers=containers, limits=limits, account=account)
         made.append(c)
         _CLUSTERS.append(c)
         c.start()

@@ -237,8 +237,10 @@ class Cluster:
     """east (hub, id 1), west (id 2), south (id 3) with a WanRelay in front of
     the hub's peer port for each satellite. backend: 'embedded' or 'nginx'."""
 
-    def __init__(self, base, backend="embedded", delay_ms=0, containers=None, limits=None):
+    def __init__(self, base, backend="embedded", delay_ms=0, containers=None, limits=None,
+                 account=None):
         self.base = Path(base)
+        self.account = account
         self.containers = containers or [CONTAINER]
         self.limits = dict(NODE_LIMITS, **(limits or {}))
         self.backend_kind = backend
@@ -276,6 +278,7 @@ class Cluster:
                             "peer_listen": peer, "backend": r.backend,
                             "data_dir": str(r.data_dir)})
         return h.render_config(regions, containers=self.containers, limits=self.limits,
+                               account=self.account,
                                log={"level": "info", "access": False})
 
     def start(self):

@@ -384,7 +384,7 @@ static const struct bad_case cases[] = {
     { REGIONS "colour: blue\n",
       "bad.yaml:3: colour: unknown key 'colour' (allowed: account, regions, containers, limits, proxy, log)" },
     { "account:\n  consistancy: eventual\n" REGIONS,
-      "bad.yaml:2: account.consistancy: unknown key 'consistancy' (allowed: multi_region_writes, consistency, bounded_staleness, max_clock_drift_ms, session_wait_ms, forward_fanout)" },
+      "bad.yaml:2: account.consistancy: unknown key 'consistancy' (allowed: multi_region_writes, consistency, bounded_staleness, max_clock_drift_ms, session_wait_ms, forward_fanout, forward_timeout_ms)" },
     { "account:\n  bounded_staleness: { max_lag: 5 }\n" REGIONS,
       "bad.yaml:2: account.bounded_staleness.max_lag: unknown key 'max_lag' (allowed: max_lag_versions, max_lag_seconds)" },
     { REGION("name: east, id: 1, zone: a, " ADDRS ", backend: embedded"),
