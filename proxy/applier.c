@@ -177,9 +177,25 @@ static bool apply_index_only(struct apply_op *op, const struct head_rec *h, uint
     return true;
 }
 
+static void apply_locked_entry(struct apply_op *op);
+
+/* The entry has its key: apply it; if dispatching had stopped for it (the
+ * key was held), take up the entries after it once it is under way. */
 static void apply_locked(void *arg)
 {
     struct apply_op *op = arg;
+    struct repl *r = op->r;
+    bool first = !op->locked;
+    bool resume = first && r->apply_blocked && !r->apply_granting;
+    if (first)
+        r->apply_blocked = false;
+    apply_locked_entry(op); /* may finish (and free) op */
+    if (resume)
+        applier_kick(r);
+}
+
+static void apply_locked_entry(struct apply_op *op)
+{
     struct repl *r = op->r;
     struct head_rec h;
     op->locked = true;
@@ -255,8 +271,17 @@ static bool apply_dispatch(struct repl *r)
         return true;
     }
     op->klen = repl_key(op->e.w.container, op->e.w.id, op->key, sizeof op->key);
-    if (keylock_acquire(r->locks, op->key, op->klen, apply_locked, op) < 0)
+    /* A key held by a client write in progress: nothing after this entry
+     * may become visible before it (consistent prefix), so dispatching
+     * stops until it has its lock. */
+    r->apply_blocked = true;
+    r->apply_granting = true;
+    int rc = keylock_acquire(r->locks, op->key, op->klen, apply_locked, op);
+    r->apply_granting = false;
+    if (rc < 0) {
+        r->apply_blocked = false;
         apply_fail(op, "out of memory");
+    }
     return true;
 }
 
@@ -266,7 +291,7 @@ void applier_kick(struct repl *r)
         r->apply_dispatched = r->j->applied_crts;
     if (!r->apply_persisted)
         r->apply_persisted = r->j->applied_crts;
-    while (!r->closing && r->apply_inflight < r->apply_window &&
+    while (!r->closing && !r->apply_blocked && r->apply_inflight < r->apply_window &&
            r->apply_dispatched < r->j->stored_crts)
         if (!apply_dispatch(r))
             break;

@@ -105,7 +105,8 @@ void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag)
     r->applied.confirmed = r->j->applied_crts;
     *p = (struct region_progress){
         .self = r->self->id, .hub = r->hub->id, .applied = &r->applied,
-        .next_lsn = r->j->next_lsn, .max_lag_versions = conf->max_lag_versions,
+        .next_lsn = r->j->next_lsn, .hub_applied = r->is_hub ? NULL : &r->hub_applied,
+        .max_lag_versions = conf->max_lag_versions,
         .max_lag_ms = (uint64_t)conf->max_lag_seconds * 1000,
     };
     if (!r->is_hub && with_lag)

@@ -590,6 +590,8 @@ void repl_note_applied(struct repl *r, const struct clog_entry *e)
 {
     if (e->outcome != LWW_DISMISSED && e->w.origin)
         session_token_note(&r->applied, e->w.origin, e->w.lsn);
+    if (e->outcome != LWW_DISMISSED && e->w.origin == r->hub->id)
+        hub_window_note(&r->hub_applied, e->w.lsn);
     r->applied.confirmed = r->j->applied_crts;
     if (!TAILQ_EMPTY(&r->write_waits) && e->w.origin == r->self->id) {
         writewait_decided(r, e);
@@ -602,7 +604,17 @@ void repl_note_applied(struct repl *r, const struct clog_entry *e)
 struct applied_rebuild {
     struct repl *r;
     size_t missing;                /* regions whose mark is not found yet */
+    bool hub_done;                 /* the hub's window is filled */
 };
+
+/* Walking back: notes hub write `lsn`; false once below the window. */
+static bool hub_window_rebuild(struct hub_window *w, uint64_t lsn)
+{
+    if (w->max && w->max - lsn >= CONSISTENCY_HUB_WINDOW)
+        return false;
+    hub_window_note(w, lsn);
+    return true;
+}
 
 static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_t len)
 {
@@ -611,6 +623,8 @@ static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_
     struct clog_entry e;
     struct err err;
     if (clog_entry_from_json(root, &e, &err) == 0) {
+        if (e.outcome != LWW_DISMISSED && e.w.origin == ab->r->hub->id)
+            ab->hub_done = !hub_window_rebuild(&ab->r->hub_applied, e.w.lsn);
         if (e.outcome != LWW_DISMISSED && !session_token_lsn(&ab->r->applied, e.w.origin) &&
             repl_region_index(ab->r, e.w.origin) >= 0) {
             session_token_note(&ab->r->applied, e.w.origin, e.w.lsn);
@@ -620,7 +634,7 @@ static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_
     }
     json_decref(root);
     (void)crts;
-    return ab->missing == 0;
+    return ab->missing == 0 && ab->hub_done;
 }
 
 /* The per-origin applied marks, from the newest applied entries backwards
@@ -629,7 +643,7 @@ static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_
  * writes named by a token are then looked for elsewhere, never assumed. */
 static void applied_rebuild(struct repl *r)
 {
-    struct applied_rebuild ab = { r, r->node->conf->n_regions };
+    struct applied_rebuild ab = { r, r->node->conf->n_regions, r->is_hub };
     r->applied.confirmed = r->j->applied_crts;
     if (r->j->applied_crts)
         journal_scan_clog_back(r->j, r->j->applied_crts, APPLIED_REBUILD_MAX, applied_rebuild_one,

@@ -69,6 +69,7 @@ struct repl {
     /* reads by consistency level (readpath.c) */
     struct session_token applied;  /* .confirmed: applied crts; v[]: per origin, the highest
                                       LSN whose decision is applied here */
+    struct hub_window hub_applied; /* which of the hub's recent writes are applied here */
     TAILQ_HEAD(, read_route) read_waits;
     struct upstream_pool *peer_pools[REPL_MAX_REGIONS]; /* by region index, made on demand */
     bool ignore_session_tokens;    /* debug: MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS=1 */
@@ -98,6 +99,8 @@ struct repl {
     /* applier: entries in flight, in crts order */
     struct apply_op *apply_head, *apply_tail;
     uint32_t apply_inflight, apply_window;
+    bool apply_blocked;            /* the last entry dispatched waits for its key */
+    bool apply_granting;           /* inside keylock_acquire: a grant now is synchronous */
     uint64_t apply_dispatched;     /* crts of the last entry taken up */
     uint64_t apply_persisted;      /* applied position last written to LMDB */
     uint64_t apply_retry_ms;

@@ -40,16 +40,48 @@ int consistency_request_level(enum consistency account, bool multi_region_writes
     return 0;
 }
 
+void hub_window_note(struct hub_window *w, uint64_t lsn)
+{
+    if (lsn > w->max) {
+        /* LSNs between the old max and this one are not applied (yet). */
+        uint64_t gap = lsn - w->max;
+        if (gap >= CONSISTENCY_HUB_WINDOW)
+            memset(w->bits, 0, sizeof w->bits);
+        else
+            for (uint64_t l = w->max + 1; l < lsn; l++)
+                w->bits[(l % CONSISTENCY_HUB_WINDOW) / 8] &= (uint8_t)~(1u << (l % 8));
+        w->max = lsn;
+    } else if (w->max - lsn >= CONSISTENCY_HUB_WINDOW) {
+        return;
+    }
+    w->bits[(lsn % CONSISTENCY_HUB_WINDOW) / 8] |= (uint8_t)(1u << (lsn % 8));
+}
+
+bool hub_window_has(const struct hub_window *w, uint64_t lsn)
+{
+    if (lsn > w->max)
+        return false;
+    if (w->max - lsn >= CONSISTENCY_HUB_WINDOW)
+        return true;
+    return w->bits[(lsn % CONSISTENCY_HUB_WINDOW) / 8] & (1u << (lsn % 8));
+}
+
+static bool has_write(const struct region_progress *p, uint32_t origin, uint64_t lsn)
+{
+    if (origin == p->self)
+        return lsn < p->next_lsn;
+    if (origin == p->hub && p->hub_applied)
+        return hub_window_has(p->hub_applied, lsn);
+    return session_token_lsn(p->applied, origin) >= lsn;
+}
+
 bool consistency_satisfies(const struct region_progress *p, const struct session_token *t)
 {
     if (t->confirmed > p->applied->confirmed)
         return false;
-    for (uint32_t i = 0; i < t->n; i++) {
-        uint32_t origin = t->v[i].region;
-        uint64_t lsn = t->v[i].lsn;
-        if (origin == p->self ? lsn >= p->next_lsn : session_token_lsn(p->applied, origin) < lsn)
+    for (uint32_t i = 0; i < t->n; i++)
+        if (!has_write(p, t->v[i].region, t->v[i].lsn))
             return false;
-    }
     return true;
 }
 
@@ -77,7 +109,7 @@ static struct read_decision session_route(const struct session_token *t,
     /* The regions that hold what is missing: a tentative write is at its
      * origin; anything decided is at the hub. */
     for (uint32_t i = 0; i < t->n; i++)
-        if (t->v[i].region != p->self && session_token_lsn(p->applied, t->v[i].region) < t->v[i].lsn)
+        if (!has_write(p, t->v[i].region, t->v[i].lsn))
             add_candidate(&d, t->v[i].region, p->self);
     add_candidate(&d, p->hub, p->self);
     d.where = d.n ? READ_FORWARD : READ_REFUSE;

@@ -28,6 +28,20 @@ int consistency_request_level(enum consistency account, bool multi_region_writes
                               const char *hdr, size_t len, enum consistency *out,
                               struct err *err) MUST_CHECK;
 
+/* The hub decides its own writes as their backend calls finish, so they
+ * reach other regions out of LSN order: for the hub's writes a satellite
+ * keeps which of the last CONSISTENCY_HUB_WINDOW LSNs it has applied, not
+ * just the highest. */
+#define CONSISTENCY_HUB_WINDOW 4096
+struct hub_window {
+    uint64_t max;                                /* highest hub LSN applied */
+    uint8_t bits[CONSISTENCY_HUB_WINDOW / 8];    /* LSN % WINDOW applied, for (max - WINDOW, max] */
+};
+void hub_window_note(struct hub_window *w, uint64_t lsn);
+/* Whether hub write `lsn` is applied: exact within the window; below it,
+ * assumed (a write that old is long decided). */
+bool hub_window_has(const struct hub_window *w, uint64_t lsn);
+
 /* What this region holds, as the decision sees it. */
 struct region_progress {
     uint32_t self, hub;              /* region ids */
@@ -36,6 +50,7 @@ struct region_progress {
      * decision is applied here. */
     const struct session_token *applied;
     uint64_t next_lsn;               /* this region's own writes below it are here */
+    const struct hub_window *hub_applied; /* the hub's writes (NULL: use applied->v[]) */
     bool lag_known;                  /* heard from the hub recently */
     uint64_t lag_versions, lag_ms;   /* behind the hub's confirmed log */
     uint64_t max_lag_versions, max_lag_ms;

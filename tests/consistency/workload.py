@@ -422,9 +422,16 @@ def main(argv=None):
     ap.add_argument("--ignore-tokens", action="store_true",
                     help=f"start every node with {DEBUG_IGNORE_TOKENS}=1 (expect violations)")
     ap.add_argument("--timeout", type=float, default=6.0, help="client request timeout, seconds")
+    ap.add_argument("--p-move", type=float, default=0.2, help="chance per step to move region")
+    ap.add_argument("--p-hop", type=float, default=0.2,
+                    help="chance per step to write an own key and read it at once elsewhere")
+    ap.add_argument("--p-write", type=float, default=0.2, help="chance per step of a plain write")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--dir", help="where the cluster lives (default: a new temporary directory)")
-    ap.add_argument("--history", help="save the history (JSON) here; re-check with history.py")
+    ap.add_argument("--history", help="where to save the history (JSON; default DIR/history.json); "
+                    "re-check it with history.py")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the nodes' data directories after a clean run")
     ap.add_argument("--limit", type=int, default=10, help="violations shown per rule")
     a = ap.parse_args(argv)
 
@@ -440,6 +447,7 @@ def main(argv=None):
     elif a.level != "session":
         account = {"multi_region_writes": True, "consistency": a.level}
     base = Path(a.dir or tempfile.mkdtemp(prefix="meridian-consistency-"))
+    history_path = Path(a.history) if a.history else base / "history.json"
     env = {DEBUG_IGNORE_TOKENS: "1"} if a.ignore_tokens else {}
     schedule = [] if a.no_partitions else random_schedule(rng, duration,
                                                           base_delay_ms=a.delay_ms)
@@ -452,29 +460,35 @@ def main(argv=None):
         + ("; session tokens IGNORED by the nodes" if env else ""))
     cluster = ConsistencyCluster(base, backend=a.backend, delay_ms=a.delay_ms, env=env,
                                  account=account)
-    rc_ok = 2
+    status = 2
     try:
         cluster.start()
         wl = Workload(cluster, sessions=a.sessions, duration=duration, keys_per_session=a.keys,
-                      seed=seed, timeout=a.timeout, schedule=schedule, log=log)
+                      seed=seed, timeout=a.timeout, schedule=schedule, p_move=a.p_move,
+                      p_hop=a.p_hop, p_write=a.p_write, log=log)
         ops, feed = wl.run()
+        log(f"checking {len(ops)} ops against {len(feed)} feed entries")
         violations = hs.check(ops, feed, staleness=staleness, slack=a.slack)
-        if a.history:
-            hs.save_history(a.history, ops, feed, staleness=staleness, seed=seed,
-                            events=wl.events)
-            log(f"history saved to {a.history}")
+        hs.save_history(history_path, ops, feed, staleness=staleness, seed=seed,
+                        events=wl.events)
         log(hs.format_report(ops, feed, violations, events=wl.events, limit=a.limit))
-        rc_ok = 1 if violations else 0
-    except BaseException as e:
-        log(f"run failed: {e!r}; logs under {base}")
-        raise
+        log(f"history saved to {history_path} (re-check: python3 {HERE / 'history.py'} "
+            f"{history_path}); node logs in {base}")
+        status = 1 if violations else 0
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        log(f"the run itself failed; node logs and configs in {base}")
     finally:
         reports = cluster.finalize()
         for rep in reports:
             log(rep)
         if reports:
-            rc_ok = 2
-    return rc_ok
+            status = 2
+    if status == 0 and not a.keep:
+        import shutil
+        shutil.rmtree(base / "data", ignore_errors=True)
+    return status
 
 
 if __name__ == "__main__":

@@ -225,3 +225,36 @@ Test(consistency, backlog_bound_refuses_satellite_writes_only)
     f.p.self = HUB;
     cr_expect_not(consistency_backlog_exceeded(&f.p, 1000, 100000));
 }
+
+/* The hub's writes arrive out of LSN order: a satellite that applied hub
+ * write 10 has not necessarily applied 9. */
+Test(consistency, hub_writes_are_checked_one_by_one)
+{
+    struct fixture f;
+    south(&f);
+    struct hub_window w = { 0 };
+    f.p.hub_applied = &w;
+    hub_window_note(&w, 10);
+    struct session_token nine = token(0, HUB, 9, 0, 0), ten = token(0, HUB, 10, 0, 0);
+    cr_expect_not(consistency_satisfies(&f.p, &nine), "9 is not applied though 10 is");
+    cr_expect(consistency_satisfies(&f.p, &ten));
+    hub_window_note(&w, 9);
+    cr_expect(consistency_satisfies(&f.p, &nine));
+    struct session_token eleven = token(0, HUB, 11, 0, 0);
+    cr_expect_not(consistency_satisfies(&f.p, &eleven));
+    struct read_decision d = consistency_route(CONS_SESSION, &eleven, &f.p, true, false);
+    cr_expect_eq(d.where, READ_FORWARD);
+    cr_expect_eq(d.candidates[0], HUB);
+}
+
+Test(consistency, hub_window_slides)
+{
+    struct hub_window w = { 0 };
+    hub_window_note(&w, 5);
+    hub_window_note(&w, 5 + CONSISTENCY_HUB_WINDOW + 10);
+    cr_expect(hub_window_has(&w, 5 + CONSISTENCY_HUB_WINDOW + 10));
+    cr_expect(hub_window_has(&w, 3), "far below the window: long decided");
+    cr_expect_not(hub_window_has(&w, 5 + CONSISTENCY_HUB_WINDOW + 9), "inside the window, not applied");
+    hub_window_note(&w, 1); /* below the window: ignored */
+    cr_expect_not(hub_window_has(&w, 5 + CONSISTENCY_HUB_WINDOW + 11));
+}
