@@ -179,6 +179,9 @@ class Feed:
             self.by_value[value] = fv
             self.by_key[e["id"]].append(fv)
         self._key_crts = {k: [v.crts for v in vs] for k, vs in self.by_key.items()}
+        self._key_seqs = {k: [v.seq for v in vs] for k, vs in self.by_key.items()}
+        self._seq_ordered = {k: all(a < b for a, b in zip(seqs, seqs[1:]))
+                             for k, seqs in self._key_seqs.items()}
 
     def crts_of(self, value):
         fv = self.by_value.get(value)
@@ -191,6 +194,10 @@ class Feed:
 
     def first_newer(self, key, seq):
         """The first version of key (crts order) whose seq is above seq."""
+        if self._seq_ordered.get(key):
+            versions = self.by_key[key]
+            i = bisect.bisect_right(self._key_seqs[key], seq)
+            return versions[i] if i < len(versions) else None
         for fv in self.by_key.get(key, ()):
             if fv.seq > seq:
                 return fv

@@ -472,3 +472,21 @@ def test_every_rule_is_exercised_here(rule):
     """Guards this file: each rule name the checker can report appears in a test above."""
     text = Path(__file__).read_text()
     assert text.count(f'"{rule}"') >= 1, f"no test reports {rule}"
+
+
+def test_first_newer_when_the_feed_is_out_of_writer_order():
+    h = H()
+    for seq in (1, 3, 2, 4):
+        h.write("w", "k", seq, "east", 0.0, 0.1)
+    for i, seq in enumerate((1, 3, 2, 4)):
+        h.confirm("k", f"w:{seq}", 0.1 * (i + 1))
+    fd = hs.Feed(h.feed)
+    assert fd.first_newer("k", 1).value == "w:3"       # crts order, not seq order
+    assert fd.first_newer("k", 3).value == "w:4"
+    assert fd.first_newer("k", 4) is None
+    h2 = H()
+    for seq in (1, 2, 4):
+        h2.confirm("k", f"w:{seq}", 0.1 * seq)
+    fd2 = hs.Feed(h2.feed)
+    assert [fd2.first_newer("k", s).value for s in (0, 1, 2, 3)] == ["w:1", "w:2", "w:4", "w:4"]
+    assert fd2.first_newer("k", 4) is None and fd2.first_newer("nokey", 0) is None
