@@ -155,13 +155,7 @@ struct backend_call *backend_http(struct node *n, struct upstream_pool *pool, co
                                   const char *path, const char *body, size_t len, backend_fn fn,
                                   void *arg)
 {
-    struct backend_call *c = calloc(1, sizeof *c);
-    if (!c) {
-        fn(arg, &(struct backend_answer){ .error = "out of memory", .headers = "", .body = "" });
-        return NULL;
-    }
-    *c = (struct backend_call){ .node = n, .pool = pool, .fn = fn, .arg = arg };
-    return call_http(c, method, path, NULL, NULL, NULL, body, len);
+    return backend_forward(n, pool, method, path, NULL, NULL, body, len, fn, arg);
 }
 
 struct backend_call *backend_forward(struct node *n, struct upstream_pool *pool,

@@ -169,17 +169,6 @@ static int feed_page_one(void *arg, uint64_t id)
     return json_array_size(fp->list) >= fp->limit;
 }
 
-static void reply_json(struct downstream *c, int status, json_t *body)
-{
-    char *text = entry_dump(body);
-    if (!text) {
-        downstream_reply_error(c, 500, "internal", "out of memory");
-        return;
-    }
-    downstream_reply(c, status, NULL, 0, "application/json", text, strlen(text));
-    free(text);
-}
-
 static void feed_list(struct repl *r, struct downstream *c, const struct conf_container *ct)
 {
     const char *target = hdr_block_line(&downstream_request(c)->head);
@@ -193,7 +182,7 @@ static void feed_list(struct repl *r, struct downstream *c, const struct conf_co
     }
     struct feed_page fp = { r, ct->name, json_array(), limit, after };
     feed_scan(r->j, ct->name, after, feed_page_one, &fp);
-    reply_json(c, 200, json_pack("{s:s,s:o,s:I}", "container", ct->name, "conflicts", fp.list,
+    repl_reply_json(c, 200, json_pack("{s:s,s:o,s:I}", "container", ct->name, "conflicts", fp.list,
                                  "last", (json_int_t)fp.last));
 }
 
@@ -209,7 +198,7 @@ static void feed_one(struct repl *r, struct downstream *c, const struct conf_con
         downstream_reply_error(c, 404, "not_found", why);
         return;
     }
-    reply_json(c, 200, j);
+    repl_reply_json(c, 200, j);
 }
 
 /* --- the feed, dismissed ------------------------------------------------------ */
@@ -294,7 +283,7 @@ static void dismiss_done(void *arg, int rc, const char *reason)
                      d->container, (unsigned long long)d->id);
             downstream_reply_error(d->c, 404, "not_found", why);
         } else
-            reply_json(d->c, 200, json_pack("{s:I,s:s,s:I}", "dismissed", (json_int_t)d->id,
+            repl_reply_json(d->c, 200, json_pack("{s:I,s:s,s:I}", "dismissed", (json_int_t)d->id,
                                             "container", d->container, "crts",
                                             (json_int_t)d->crts));
     }

@@ -30,17 +30,6 @@ struct peer_stream {
     bool blocked;              /* the client's output is full */
 };
 
-static void peer_json(struct downstream *c, int status, json_t *j)
-{
-    char *text = entry_dump(j);
-    if (!text) {
-        downstream_reply_error(c, 500, "internal", "out of memory");
-        return;
-    }
-    downstream_reply(c, status, NULL, 0, "application/json", text, strlen(text));
-    free(text);
-}
-
 /* --- ship ------------------------------------------------------------------- */
 
 struct ship_req {
@@ -64,7 +53,7 @@ static void ship_decided(void *arg, struct confirm_batch *b, int rc, const char 
     else if (rc < 0)
         downstream_reply_error(s->c, 500, "journal_failed", reason);
     else
-        peer_json(s->c, 200, json_pack("{s:I,s:I,s:o}", "decided_upto", (json_int_t)b->decided_upto,
+        repl_reply_json(s->c, 200, json_pack("{s:I,s:I,s:o}", "decided_upto", (json_int_t)b->decided_upto,
                                        "decided", (json_int_t)b->n_decided, "rejected",
                                        s->rejected));
     if (s->c && rc < 0)
@@ -238,7 +227,7 @@ static void peer_status(struct repl *r, struct downstream *c)
     struct peer_stream *s;
     TAILQ_FOREACH(s, &r->streams, link)
         streams++;
-    peer_json(c, 200,
+    repl_reply_json(c, 200,
               json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:i}", "region", r->self->name,
                         "regionId", (json_int_t)r->self->id, "hub", r->is_hub, "next_lsn",
                         (json_int_t)r->j->next_lsn, "applied_crts", (json_int_t)r->j->applied_crts,

@@ -130,6 +130,17 @@ void repl_log_grew(struct repl *r, uint64_t last_crts)
 
 /* --- reads and the change feed ----------------------------------------------- */
 
+void repl_reply_json(struct downstream *c, int status, json_t *j)
+{
+    char *text = entry_dump(j);
+    if (!text) {
+        downstream_reply_error(c, 500, "internal", "out of memory");
+        return;
+    }
+    downstream_reply(c, status, NULL, 0, "application/json", text, strlen(text));
+    free(text);
+}
+
 void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn)
 {
     char token[SESSION_TOKEN_TEXT_MAX];
@@ -284,14 +295,8 @@ void repl_changes(struct repl *r, struct downstream *c, const struct conf_contai
     journal_scan_clog(r->j, since, r->j->applied_crts, SIZE_MAX, changes_one, &cs);
     json_t *body = json_pack("{s:s,s:o,s:I,s:I}", "container", ct->name, "changes", cs.list,
                              "last", (json_int_t)cs.last, "applied", (json_int_t)r->j->applied_crts);
-    char *text = entry_dump(body);
-    if (!text) {
-        downstream_reply_error(c, 500, "internal", "out of memory");
-        return;
-    }
     repl_add_token(r, c, 0);
-    downstream_reply(c, 200, NULL, 0, "application/json", text, strlen(text));
-    free(text);
+    repl_reply_json(c, 200, body);
 }
 
 /* --- start-up recovery ---------------------------------------------------------- */

@@ -8,6 +8,7 @@
 #ifndef MERIDIAN_REPL_H
 #define MERIDIAN_REPL_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -243,6 +244,8 @@ int writewait_render(struct repl *r, struct sbuf *out);
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);
 /* The applier finished an entry: the per-origin applied marks move on. */
 void repl_note_applied(struct repl *r, const struct clog_entry *e);
+/* Answers with the JSON text of `j` (released). */
+void repl_reply_json(struct downstream *c, int status, json_t *j);
 /* Adds X-Session-Token to a read's answer: the request's token merged with
  * this region's progress (and own tentative write `lsn`, if not 0). */
 void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn);
