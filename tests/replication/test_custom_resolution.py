@@ -84,11 +84,14 @@ def payment_round(cluster, statuses, prefix, base_doc=None):
     return pid
 
 
-def test_payments_incident_ends_captured_everywhere(cluster):
+def test_payments_incident_ends_captured_everywhere(make_cluster, backend):
     """The seed's incident: an authorization (1) in west and a capture (2) in
     south within the same second. With the ledger resolver every region ends
     captured, as the one new version the hub made (0:CRTS), and every
-    region's change feed shows that resolution once."""
+    region's change feed shows that resolution once. Also with nginx WebDAV
+    as every region's backend: the resolution is written through it."""
+    cluster = make_cluster(backend=backend, delay_ms=rc.WAN_DELAY_MS, containers=CONTAINERS,
+                           limits={"procedure_timeout_ms": 1500})
     pid = payment_round(cluster, [(cluster["west"], 1), (cluster["south"], 2)], "pay")
     st, doc, resps = cluster.wait_same(pid, route="/ledger/")
     assert st == 200 and doc["status"] == 2, cluster.explain(pid, route="/ledger/")
