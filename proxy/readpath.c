@@ -1,15 +1,19 @@
-/* readpath: container reads (a document, a listing, the change feed) served
- * by consistency level and session token. replication/consistency decides;
- * this file gathers the inputs and carries the decision out:
- *   local    proceed to this region's backend (the caller's `serve`);
- *   wait     park the read until apply catches up with the token, at most
- *            account.session_wait_ms, then decide again;
- *   forward  send the read over the peer port to the candidate regions
- *            (account.forward_fanout at once), relay the first answer that
- *            is not "session not available";
- *   refuse   404 with X-Meridian-Substatus: 1002.
+/* readpath: container requests routed by consistency level and session
+ * token: reads (a document, a listing, the change feed), and the write gate
+ * in front of the write path. replication/consistency decides; this file
+ * gathers the inputs and carries the decision out:
+ *   local    proceed in this region (the caller's `serve`);
+ *   wait     park the request until apply catches up with the token, at
+ *            most account.session_wait_ms, then decide again;
+ *   forward  send it over the peer port to the candidate regions
+ *            (account.forward_fanout at once, each answer awaited at most
+ *            account.forward_timeout_ms), relay the first answer that is not
+ *            "session not available";
+ *   refuse   404 with X-Meridian-Substatus: 1002 (session), 503 when the
+ *            level needs the hub and it could not be reached.
  * A read forwarded here from another region is served or refused, never
- * forwarded again. Every answer carries the merged X-Session-Token. */
+ * forwarded again. Every answer carries the merged X-Session-Token. See
+ * docs/consistency.md. */
 #define _GNU_SOURCE /* memmem() */
 #include <llhttp.h>
 #include <stdio.h>
