@@ -160,8 +160,11 @@ static void count(struct repl *r, enum consistency level, enum read_served how)
     r->stats.reads[level][how]++;
 }
 
+/* A request another region forwarded here counts once, there. */
 static void count_rr(struct read_route *rr, enum read_served how)
 {
+    if (rr->c && downstream_is_peer(rr->c))
+        how = SERVED_FOR_PEER;
     if (rr->is_write)
         rr->r->stats.write_gate[how]++;
     else
@@ -496,14 +499,16 @@ bool readpath_is_forwarded(const struct downstream *c)
 
 int readpath_render(struct repl *r, struct sbuf *out)
 {
-    static const char *const served[] = { "local", "after_wait", "forwarded", "refused" };
+    static const char *const served[] = { "local", "after_wait", "forwarded", "refused",
+                                           "for_peer" };
     if (sbuf_adds(out, "# HELP meridian_reads_total Container reads by consistency level and "
                        "where they were served (local, local after waiting for apply, "
-                       "forwarded to another region, refused with substatus 1002).\n"
+                       "forwarded to another region, refused; for_peer: answered for another "
+                       "region that forwarded it, counted there too).\n"
                        "# TYPE meridian_reads_total counter\n") < 0)
         return -1;
     for (int l = CONS_EVENTUAL; l <= CONS_STRONG; l++)
-        for (int s = SERVED_LOCAL; s <= SERVED_REFUSED; s++)
+        for (int s = SERVED_LOCAL; s <= SERVED_FOR_PEER; s++)
             if (sbuf_printf(out, "meridian_reads_total{region=\"%s\",level=\"%s\",served=\"%s\"} %llu\n",
                             r->self->name, conf_consistency_name((enum consistency)l), served[s],
                             (unsigned long long)r->stats.reads[l][s]) < 0)

@@ -43,8 +43,8 @@ struct repl_stats {
     uint64_t conflicts[4][LWW_OUTCOMES];        /* by lww_conflict and lww_outcome */
     uint64_t procedure_runs, procedure_failures, procedure_ms;
     uint64_t conflicts_dismissed;
-    uint64_t reads[CONS_STRONG + 1][4];         /* by level and enum read_served */
-    uint64_t write_gate[4];                     /* writes by how their token was met */
+    uint64_t reads[CONS_STRONG + 1][5];         /* by level and enum read_served */
+    uint64_t write_gate[5];                     /* writes by how their token was met */
     uint64_t writes_throttled;                  /* 429: staleness bound */
     uint64_t write_waits, write_wait_timeouts;  /* X-Meridian-Wait */
     uint64_t ship_batches, ship_errors, ship_writes;
@@ -199,7 +199,10 @@ void conflicts_detach(struct dismiss_req *d);
 int conflicts_render(struct repl *r, struct sbuf *out);
 
 /* readpath.c: container reads by consistency level and session token. */
-enum read_served { SERVED_LOCAL, SERVED_AFTER_WAIT, SERVED_FORWARDED, SERVED_REFUSED };
+enum read_served {
+    SERVED_LOCAL, SERVED_AFTER_WAIT, SERVED_FORWARDED, SERVED_REFUSED,
+    SERVED_FOR_PEER,   /* answered (served or refused) for another region that forwarded it */
+};
 typedef void (*readpath_serve_fn)(struct downstream *c);
 /* Routes a container read (document, listing, change feed, conflicts feed):
  * `serve` serves it from this region when the level and token allow.

@@ -298,12 +298,14 @@ int writewait_render(struct repl *r, struct sbuf *out)
         "meridian_write_gate_total{region=\"%s\",served=\"local\"} %llu\n"
         "meridian_write_gate_total{region=\"%s\",served=\"after_wait\"} %llu\n"
         "meridian_write_gate_total{region=\"%s\",served=\"forwarded\"} %llu\n"
-        "meridian_write_gate_total{region=\"%s\",served=\"refused\"} %llu\n",
+        "meridian_write_gate_total{region=\"%s\",served=\"refused\"} %llu\n"
+        "meridian_write_gate_total{region=\"%s\",served=\"for_peer\"} %llu\n",
         region, (unsigned long long)st->write_waits, region,
         (unsigned long long)st->write_wait_timeouts, region,
         (unsigned long long)st->writes_throttled, region,
         (unsigned long long)st->write_gate[SERVED_LOCAL], region,
         (unsigned long long)st->write_gate[SERVED_AFTER_WAIT], region,
         (unsigned long long)st->write_gate[SERVED_FORWARDED], region,
-        (unsigned long long)st->write_gate[SERVED_REFUSED]);
+        (unsigned long long)st->write_gate[SERVED_REFUSED], region,
+        (unsigned long long)st->write_gate[SERVED_FOR_PEER]);
 }

@@ -240,7 +240,7 @@ class Workload:
         elif resp.status == 429:
             op.status = hs.REFUSED
         elif kind == hs.WRITE:
-            if resp.status not in (200, 201):
+            if not 200 <= resp.status <= 299:    # nginx WebDAV answers 201 or 204
                 op.status, op.error = hs.ERROR, resp.body[:200].decode("utf-8", "replace")
         elif resp.status == 404:
             op.value = None
