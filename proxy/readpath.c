@@ -423,6 +423,7 @@ static bool backlog_refused(struct read_route *rr)
              "(oldest %llu ms); the bound is %llu versions and %u s",
              (unsigned long long)backlog, (unsigned long long)age,
              (unsigned long long)r->node->conf->max_lag_versions, r->node->conf->max_lag_seconds);
+    repl_add_token(r, c, 0);
     downstream_add_header(c, "Retry-After", "1");
     downstream_reply_error(c, 429, "staleness_bound", why);
     return true;

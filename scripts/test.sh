@@ -19,7 +19,8 @@ cmake --build "$build" -j"$(nproc)"
 echo "== unit tests ($build)"
 "./$build/unit_tests" --jobs 2
 
-echo "== black-box tests ($build): proxy, WAN emulator, replication"
+echo "== black-box tests ($build): proxy, WAN emulator, replication, consistency history"
 export MERIDIAN_BIN="$PWD/$build/meridian"
 # Debian's pytest, whatever python3 comes first on PATH.
-/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox tests/wan tests/replication
+/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/blackbox tests/wan tests/replication \
+  tests/consistency
