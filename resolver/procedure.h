@@ -74,4 +74,9 @@ char *procedure_read_file(const char *path, size_t max, size_t *len, char *err, 
 
 void procedure_result_clear(struct procedure_result *r);
 
+/* Internal to procedure.c and procedure_worker.c: fills out->error, made
+ * one line; always returns -1. */
+int procedure_fail(struct procedure_result *out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #endif
