@@ -8,8 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define JOURNAL_MAP_SIZE ((size_t)2 << 30)
-
 static void be64_put(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -104,15 +102,33 @@ fail:
     return -1;
 }
 
+int journal_open_in(MDB_env *env, struct committer *c, uint32_t region, struct journal **out,
+                    struct err *err)
+{
+    struct journal *j = calloc(1, sizeof *j);
+    if (!j)
+        return err_set(err, "out of memory");
+    *j = (struct journal){ .env = env, .committer = c, .shared = true, .region = region };
+    if (open_dbs(j, err) < 0) {
+        free(j);
+        return -1;
+    }
+    *out = j;
+    return 0;
+}
+
 void journal_close(struct journal *j)
 {
     if (!j)
         return;
-    committer_close(j->committer);
+    if (!j->shared)
+        committer_close(j->committer);
     if (j->rtxn)
         mdb_txn_abort(j->rtxn);
-    mdb_env_sync(j->env, 1);
-    mdb_env_close(j->env);
+    if (!j->shared) {
+        mdb_env_sync(j->env, 1);
+        mdb_env_close(j->env);
+    }
     free(j);
 }
 
