@@ -96,6 +96,14 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
                        void (*done)(void *, int, const char *), void *arg);
 void repl_abort_write(struct repl *r, uint64_t lsn, void (*done)(void *, int, const char *),
                       void *arg);
+/* Embedded store: the write itself (`sop`, from embedded_write_prepare), its
+ * journal entry, already committed, and at the hub its decision, in one
+ * durable job. When the store refuses the write (its status is not 2xx),
+ * nothing is journaled. done gets rc -1 when the job failed and nothing of
+ * it stays; the caller finishes `sop` with done's rc and reason. */
+struct embedded_op;
+void repl_commit_store_write(struct repl *r, const struct repl_write *w, struct embedded_op *sop,
+                             void (*done)(void *, int, const char *), void *arg);
 /* Shutdown, first step: start nothing new, stop peers, fail calls to the hub. */
 void repl_stop(struct repl *r);
 /* Last step, after the backend is closed: the journal's last completions run. */
