@@ -6,8 +6,10 @@
  *     key (they stay visible until the hub's decision on them arrives);
  *   - the heads index and (for this region's own writes) the journal are
  *     updated in one transaction.
- * Up to apply_window entries are in flight at once (the embedded store keeps
- * their order; an HTTP backend gets one at a time). The applied position
+ * With the embedded store the backend write is part of that transaction
+ * (one committer job per entry, none of it visible before all of it), and
+ * up to apply_window entries are in flight at once (the committer keeps
+ * their order); an HTTP backend gets one entry at a time. The applied position
  * advances over the longest prefix of finished entries; after a crash the
  * entries past the recorded position are applied again, which changes
  * nothing. A failed backend write keeps its key locked and is retried. */
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../store/embedded.h"
 #include "../util/log.h"
 #include "backend.h"
 #include "keylock.h"
@@ -31,6 +34,7 @@ struct apply_op {
     char key[512];
     size_t klen;
     struct head_rec head;         /* what the index will say afterwards */
+    struct embedded_op *sop;      /* embedded store: the write, applied in the same job */
     bool own;                     /* this region's write, still in its journal */
     bool locked, done, failed;
     uint64_t retry_ms;
@@ -41,6 +45,10 @@ static void apply_locked(void *arg);
 
 static void apply_free(struct apply_op *op)
 {
+    if (op->sop) {
+        embedded_cancel(op->sop);
+        embedded_write_finish(op->sop, -1, "not applied");
+    }
     clog_entry_clear(&op->e);
     free(op);
 }
@@ -55,10 +63,24 @@ static void apply_fail(struct apply_op *op, const char *why)
     op->retry_ms = node_now_ms(r->node) + APPLY_RETRY_MS;
 }
 
+/* The embedded store's write of the entry, inside the job's transaction:
+ * the job fails (and leaves nothing) unless the store did it. */
+static int apply_store_write(MDB_txn *txn, struct apply_op *op, struct err *err)
+{
+    if (embedded_write_apply(op->r->node->store, txn, op->sop, err) < 0)
+        return -1;
+    int status = embedded_write_status(op->sop);
+    if ((status >= 200 && status <= 299) || (op->e.head_delete && status == 404))
+        return 0;
+    return err_set(err, "the store answered %d", status);
+}
+
 static int apply_commit(MDB_txn *txn, void *arg, struct err *err)
 {
     struct apply_op *op = arg;
     struct journal *j = op->r->j;
+    if (op->sop && apply_store_write(txn, op, err) < 0)
+        return -1;
     if (journal_put_head(txn, j, op->e.w.container, op->e.w.id, &op->head, err) < 0)
         return -1;
     if (op->own && journal_del_write(txn, j, op->e.w.lsn, err) < 0)
@@ -96,6 +118,13 @@ static void apply_committed(void *arg, int rc, const char *reason)
 {
     struct apply_op *op = arg;
     struct repl *r = op->r;
+    if (op->sop) {
+        embedded_cancel(op->sop); /* the outcome is rc; no answer is needed */
+        embedded_write_finish(op->sop, rc, reason);
+        op->sop = NULL;
+        if (rc == 0)
+            r->stats.apply_backend_writes++;
+    }
     if (rc < 0 && !r->closing) {
         apply_fail(op, reason);
         return;
@@ -121,7 +150,7 @@ static void apply_record(struct apply_op *op)
     if (op->persist_crts)
         op->r->apply_persisted = op->persist_crts;
     if (committer_submit(op->r->j->committer, apply_commit, apply_committed, op, false) < 0)
-        apply_fail(op, "out of memory");
+        apply_committed(op, -1, "out of memory");
 }
 
 static void apply_backend_done(void *arg, const struct backend_answer *a)
@@ -141,6 +170,25 @@ static void apply_backend_done(void *arg, const struct backend_answer *a)
     }
     op->r->stats.apply_backend_writes++;
     apply_record(op);
+}
+
+/* The store refused the entry before any job (a bad document or path). */
+static void apply_store_refused(void *arg, const struct store_response *resp)
+{
+    char why[300];
+    snprintf(why, sizeof why, "the store answered %d: %.*s", resp->status, (int)resp->body_len,
+             resp->body);
+    apply_fail(arg, why);
+}
+
+static void apply_store(struct apply_op *op, const char *method, const char *path,
+                        const char *doc)
+{
+    struct store_request sr;
+    backend_store_request(method, path, NULL, doc, doc ? strlen(doc) : 0, &sr);
+    op->sop = embedded_write_prepare(op->r->node->store, &sr, apply_store_refused, op);
+    if (op->sop)
+        apply_record(op);
 }
 
 /* The index says the backend needs nothing: own writes pending, or it
@@ -187,8 +235,12 @@ static void apply_locked(void *arg)
     char path[1024];
     snprintf(path, sizeof path, "%s%s", route, op->e.w.id);
     const char *doc = op->e.head_delete ? NULL : op->e.head_doc;
-    backend_request(r->node, op->e.head_delete ? "DELETE" : "PUT", path, NULL, NULL, doc,
-                    doc ? strlen(doc) : 0, apply_backend_done, op);
+    const char *method = op->e.head_delete ? "DELETE" : "PUT";
+    if (r->node->store)
+        apply_store(op, method, path, doc);
+    else
+        backend_request(r->node, method, path, NULL, NULL, doc, doc ? strlen(doc) : 0,
+                        apply_backend_done, op);
 }
 
 static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
