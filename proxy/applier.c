@@ -13,7 +13,6 @@
  * advances over the longest prefix of finished entries; after a crash the
  * entries past the recorded position are applied again, which changes
  * nothing. A failed backend write keeps its key locked and is retried. */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -247,10 +246,7 @@ static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
 {
     struct apply_op *op = arg;
     struct err err;
-    json_t *root = json_loadb(json, len, 0, NULL);
-    int rc = clog_entry_from_json(root, &op->e, &err);
-    json_decref(root);
-    if (rc < 0) {
+    if (clog_entry_parse(json, len, &op->e, &err) < 0) {
         log_error("confirmed-log entry %llu is unreadable, skipped: %s", (unsigned long long)crts,
                   err.msg);
         memset(&op->e, 0, sizeof op->e);

@@ -105,32 +105,38 @@ static void follow_store(struct repl *r)
     }
 }
 
-static void follow_heartbeat(struct repl *r, json_t *hb)
+/* A heartbeat line: the hub's clock and log position. False for anything else. */
+static bool follow_heartbeat(struct repl *r, const char *line, size_t len)
 {
     struct err e;
+    json_t *hb = json_loadb(line, len, 0, NULL);
+    if (!json_object_get(hb, "hb")) {
+        json_decref(hb);
+        return false;
+    }
     uint64_t clock = (uint64_t)json_integer_value(json_object_get(hb, "hb"));
     uint64_t last = (uint64_t)json_integer_value(json_object_get(hb, "last"));
+    json_decref(hb);
     r->hub_last_crts = last;
     r->hub_heard_ms = node_now_ms(r->node);
     if (hlc_update(&r->hlc, clock, hlc_wall_ms(), &e) < 0) {
         r->stats.clock_refusals++;
         log_warn("hub %s: %s", r->hub->name, e.msg);
     }
+    return true;
 }
 
-/* One line of the stream: an entry (validated, queued for storing) or a heartbeat. */
+/* One line of the stream: an entry (validated, queued for storing) or a
+ * heartbeat. Entries are checked without parsing their documents; the line
+ * is stored as it came. */
 static int follow_line(struct repl *r, const char *line, size_t len)
 {
-    json_t *j = json_loadb(line, len, 0, NULL);
     struct clog_entry e;
     struct err err;
-    if (json_object_get(j, "hb")) {
-        follow_heartbeat(r, j);
-        json_decref(j);
+    char crts[24];
+    int rc = clog_entry_parse(line, len, &e, &err);
+    if (rc < 0 && follow_heartbeat(r, line, len))
         return 0;
-    }
-    int rc = clog_entry_from_json(j, &e, &err);
-    json_decref(j);
     if (rc < 0 || e.crts <= r->follow_batch_last || e.crts <= r->j->stored_crts) {
         if (rc == 0)
             clog_entry_clear(&e);
@@ -142,8 +148,11 @@ static int follow_line(struct repl *r, const char *line, size_t len)
         r->hub_last_crts = e.crts;
     r->follow_batch_last = e.crts;
     r->follow_batch_n++;
-    rc = sbuf_printf(&r->follow_batch, "%llu\t%.*s", (unsigned long long)e.crts, (int)len, line);
+    int n = snprintf(crts, sizeof crts, "%llu\t", (unsigned long long)e.crts);
     clog_entry_clear(&e);
+    rc = sbuf_add(&r->follow_batch, crts, (size_t)n);
+    if (rc == 0)
+        rc = sbuf_add(&r->follow_batch, line, len);
     if (rc == 0)
         rc = sbuf_add(&r->follow_batch, "", 1); /* the NUL separator */
     return rc;

@@ -1,8 +1,11 @@
 #include "entry.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../util/jsonscan.h"
 
 void repl_write_clear(struct repl_write *w)
 {
@@ -233,6 +236,107 @@ int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err)
 fail:
     clog_entry_clear(e);
     return -1;
+}
+
+/* Where the documents of a log entry's text are ("doc" of "write" and of
+ * "head"), found without parsing them. `slow` when the text is anything but
+ * plain (escaped keys, invalid JSON): then Jansson does all of it. */
+struct doc_spans {
+    const char *at[2], *end[2];    /* [0] write, [1] head */
+    bool slow;
+};
+
+static void doc_span_find(const struct jsonscan_member *in, struct doc_spans *d, int which)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    if (!jsonscan_object_open(&o, in->value, in->value_end))
+        return;
+    while (jsonscan_member(&o, &m)) {
+        d->slow |= m.key_escaped;
+        if (m.key_len == 3 && memcmp(m.key, "doc", 3) == 0 && *m.value == '{') {
+            d->at[which] = m.value;
+            d->end[which] = m.value_end;
+        }
+    }
+    d->slow |= o.failed;
+}
+
+static void doc_spans_find(const char *text, size_t len, struct doc_spans *d)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    *d = (struct doc_spans){ .slow = !jsonscan_object_open(&o, text, text + len) };
+    while (!d->slow && jsonscan_member(&o, &m)) {
+        d->slow |= m.key_escaped;
+        if (m.key_len == 5 && memcmp(m.key, "write", 5) == 0)
+            doc_span_find(&m, d, 0);
+        else if (m.key_len == 4 && memcmp(m.key, "head", 4) == 0)
+            doc_span_find(&m, d, 1);
+    }
+    /* What follows the object is left to Jansson, which parses the rest. */
+    d->slow |= o.failed || (d->at[0] && d->at[1] && d->at[1] < d->at[0]);
+}
+
+/* The entry's text with each document replaced by {}: what Jansson parses. */
+static char *doc_spans_cut(const char *text, size_t len, const struct doc_spans *d, size_t *out)
+{
+    char *env = malloc(len + 1), *q = env;
+    const char *p = text;
+    if (!env)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        if (!d->at[i])
+            continue;
+        memcpy(q, p, (size_t)(d->at[i] - p));
+        q += d->at[i] - p;
+        memcpy(q, "{}", 2);
+        q += 2;
+        p = d->end[i];
+    }
+    memcpy(q, p, (size_t)(text + len - p));
+    q += text + len - p;
+    *out = (size_t)(q - env);
+    return env;
+}
+
+static int doc_take(char **doc, const char *at, const char *end)
+{
+    if (!*doc || !at)
+        return 0;
+    free(*doc);
+    *doc = strndup(at, (size_t)(end - at));
+    return *doc ? 0 : -1;
+}
+
+int clog_entry_parse(const char *text, size_t len, struct clog_entry *e, struct err *err)
+{
+    struct doc_spans d;
+    json_error_t je;
+    size_t elen = len;
+    doc_spans_find(text, len, &d);
+    char *env = d.slow ? NULL : doc_spans_cut(text, len, &d, &elen);
+    bool fast = env != NULL;
+    json_t *root = json_loadb(fast ? env : text, elen, JSON_DECODE_ANY, &je);
+    free(env);
+    if (!root) {
+        memset(e, 0, sizeof *e);
+        return err_set(err, "a log entry must be JSON: %s", je.text);
+    }
+    int rc = clog_entry_from_json(root, e, err);
+    json_decref(root);
+    if (rc < 0 || !fast)
+        return rc;
+    /* A confirmed entry's head is its write. */
+    const char *head_at = d.at[1], *head_end = d.end[1];
+    if (e->outcome == LWW_CONFIRMED)
+        head_at = d.at[0], head_end = d.end[0];
+    if (doc_take(&e->w.doc, d.at[0], d.end[0]) < 0 ||
+        doc_take(&e->head_doc, head_at, head_end) < 0) {
+        clog_entry_clear(e);
+        return err_set(err, "out of memory");
+    }
+    return 0;
 }
 
 char *entry_dump(json_t *j)

@@ -62,6 +62,11 @@ char *repl_write_frame(const struct repl_write *w);
 void clog_entry_clear(struct clog_entry *e);
 json_t *clog_entry_to_json(const struct clog_entry *e);
 int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err) MUST_CHECK;
+/* clog_entry_from_json of the entry's JSON text, validated the same way,
+ * with the documents kept as the text holds them: they are checked, not
+ * parsed and written again. */
+int clog_entry_parse(const char *text, size_t len, struct clog_entry *e,
+                     struct err *err) MUST_CHECK;
 
 /* Compact JSON text of `j`, which it releases; the caller frees the text.
  * NULL when j is NULL or memory runs out. */
