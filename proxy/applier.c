@@ -255,14 +255,43 @@ static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
     return 1;
 }
 
-/* Takes up the next entry after the last one dispatched. */
+/* The follower's entry that comes right after the last one dispatched, if
+ * it has it; entries already dispatched are dropped on the way. */
+static struct fresh_entry *apply_fresh(struct repl *r)
+{
+    struct fresh_entry *f;
+    while ((f = r->fresh_head) && f->e.crts <= r->apply_dispatched) {
+        r->fresh_head = f->next;
+        clog_entry_clear(&f->e);
+        free(f);
+        r->fresh_n--;
+    }
+    if (!r->fresh_head)
+        r->fresh_tail = NULL;
+    return f && f->prev == r->apply_dispatched ? f : NULL;
+}
+
+/* Takes up the next entry after the last one dispatched: the follower's
+ * copy when it has it (it may not be stored yet: then the entry is applied
+ * first, and a crash in between fetches it again and finds it applied),
+ * else read from the log. */
 static bool apply_dispatch(struct repl *r)
 {
     struct apply_op *op = calloc(1, sizeof *op);
+    struct fresh_entry *f = apply_fresh(r);
     if (!op)
         return false;
     op->r = r;
-    journal_scan_clog(r->j, r->apply_dispatched, r->j->stored_crts, 1, apply_load, op);
+    if (f) {
+        op->e = f->e;
+        r->fresh_head = f->next;
+        if (!r->fresh_head)
+            r->fresh_tail = NULL;
+        r->fresh_n--;
+        free(f);
+    } else {
+        journal_scan_clog(r->j, r->apply_dispatched, r->j->stored_crts, 1, apply_load, op);
+    }
     if (!op->e.crts) {
         apply_free(op);
         return false;
@@ -292,7 +321,7 @@ void applier_kick(struct repl *r)
     if (!r->apply_persisted)
         r->apply_persisted = r->j->applied_crts;
     while (!r->closing && r->apply_inflight < r->apply_window &&
-           r->apply_dispatched < r->j->stored_crts)
+           (r->apply_dispatched < r->j->stored_crts || apply_fresh(r)))
         if (!apply_dispatch(r))
             break;
 }
@@ -307,6 +336,7 @@ void applier_tick(struct repl *r, uint64_t now)
 
 void applier_close(struct repl *r)
 {
+    follower_fresh_clear(r);
     while (r->apply_head) {
         struct apply_op *op = r->apply_head;
         r->apply_head = op->next;

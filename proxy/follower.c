@@ -27,9 +27,43 @@ struct store_job {
 
 static void follow_store(struct repl *r);
 
+void follower_fresh_clear(struct repl *r)
+{
+    while (r->fresh_head) {
+        struct fresh_entry *f = r->fresh_head;
+        r->fresh_head = f->next;
+        clog_entry_clear(&f->e);
+        free(f);
+    }
+    r->fresh_tail = NULL;
+    r->fresh_n = 0;
+}
+
+/* Hands the entry (moved: *e is emptied) to the applier; when too many wait
+ * already, the applier reads it back once it is stored instead. */
+static void follow_fresh_push(struct repl *r, uint64_t prev, struct clog_entry *e)
+{
+    struct fresh_entry *f = r->fresh_n < REPL_FRESH_MAX ? malloc(sizeof *f) : NULL;
+    if (!f) {
+        clog_entry_clear(e);
+        return;
+    }
+    *f = (struct fresh_entry){ .prev = prev, .e = *e };
+    memset(e, 0, sizeof *e);
+    if (r->fresh_tail)
+        r->fresh_tail->next = f;
+    else
+        r->fresh_head = f;
+    r->fresh_tail = f;
+    r->fresh_n++;
+}
+
 static void follow_retry(struct repl *r, const char *why)
 {
     r->follow = NULL;
+    /* The stream starts again from the last stored entry and sends the
+     * rest again. */
+    follower_fresh_clear(r);
     if (r->closing)
         return;
     r->follow_backoff_ms = r->follow_backoff_ms ? r->follow_backoff_ms * 2 : FOLLOW_BACKOFF_MIN_MS;
@@ -146,10 +180,11 @@ static int follow_line(struct repl *r, const char *line, size_t len)
     }
     if (e.crts > r->hub_last_crts)
         r->hub_last_crts = e.crts;
+    uint64_t prev = r->follow_batch_last;
     r->follow_batch_last = e.crts;
     r->follow_batch_n++;
     int n = snprintf(crts, sizeof crts, "%llu\t", (unsigned long long)e.crts);
-    clog_entry_clear(&e);
+    follow_fresh_push(r, prev, &e);
     rc = sbuf_add(&r->follow_batch, crts, (size_t)n);
     if (rc == 0)
         rc = sbuf_add(&r->follow_batch, line, len);
@@ -176,6 +211,8 @@ static void follow_body(void *arg, const char *p, size_t n)
     r->follow_backoff_ms = 0;
     if (r->follow_batch.len && !r->follow_storing)
         follow_store(r);
+    if (r->fresh_head)
+        applier_kick(r);
     if (r->follow_batch.len > FOLLOW_BUFFER_MAX && !r->follow_paused) {
         r->follow_paused = true;
         upstream_pause(r->follow);
