@@ -140,27 +140,51 @@ int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err)
     return 0;
 }
 
+/* A finite double as Jansson writes one: 17 significant digits, and a
+ * ".0" when that reads as an integer, so it decodes as a real again. */
+static size_t frame_real(char *out, size_t cap, double v)
+{
+    int n = snprintf(out, cap, "%.17g", v);
+    if (n < 0 || (size_t)n >= cap - 2)
+        return 0;
+    if (!strpbrk(out, ".eE")) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return (size_t)n;
+}
+
 char *repl_write_frame(const struct repl_write *w)
 {
-    struct repl_write head = *w;
-    head.doc = NULL;
-    head.state = 0;
-    json_t *j = repl_write_to_json(&head);
-    if (j)
-        json_object_del(j, "doc");
-    char *text = entry_dump(j);
-    if (!text || !w->doc)
-        return text;
-    size_t tl = strlen(text), dl = strlen(w->doc);
-    char *frame = malloc(tl + dl + 8);
-    if (frame) {
-        memcpy(frame, text, tl - 1); /* without the closing brace */
-        memcpy(frame + tl - 1, ",\"doc\":", 7);
-        memcpy(frame + tl + 6, w->doc, dl);
-        memcpy(frame + tl + 6 + dl, "}", 2);
+    size_t cl = strlen(w->container), il = strlen(w->id), dl = w->doc ? strlen(w->doc) : 4;
+    char base[VERSION_TEXT_MAX], value[40];
+    if (!jsonscan_utf8(w->container, cl) || !jsonscan_utf8(w->id, il))
+        return NULL; /* as Jansson would refuse it */
+    version_format(w->base, base);
+    size_t cap = 200 + 6 * (cl + il) + dl + sizeof base + sizeof value;
+    char *f = malloc(cap);
+    if (!f)
+        return NULL;
+    size_t n = (size_t)snprintf(f, cap, "{\"origin\":%u,\"lsn\":%llu,\"hlc\":%llu,\"base\":%s%s%s,"
+                                "\"delete\":%s,\"container\":", w->origin,
+                                (unsigned long long)w->lsn, (unsigned long long)w->hlc,
+                                base[0] ? "\"" : "", base[0] ? base : "null", base[0] ? "\"" : "",
+                                w->is_delete ? "true" : "false");
+    n += jsonscan_quote(f + n, w->container, cl);
+    memcpy(f + n, ",\"id\":", 6);
+    n += 6;
+    n += jsonscan_quote(f + n, w->id, il);
+    if (w->has_value) {
+        size_t vl = frame_real(value, sizeof value, w->value);
+        if (!vl) {
+            free(f);
+            return NULL;
+        }
+        n += (size_t)snprintf(f + n, cap - n, ",\"value\":%s", value);
     }
-    free(text);
-    return frame;
+    /* The document as it is, unparsed: JSON Meridian produced itself. */
+    n += (size_t)snprintf(f + n, cap - n, ",\"doc\":%s}", w->doc ? w->doc : "null");
+    return f;
 }
 
 void clog_entry_clear(struct clog_entry *e)

@@ -222,3 +222,41 @@ fail:
     o->failed = true;
     return false;
 }
+
+bool jsonscan_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = *p < 0x80 ? 1 : utf8_seq(p, end);
+        if (!k)
+            return false;
+        p += k;
+    }
+    return true;
+}
+
+size_t jsonscan_quote(char *out, const char *s, size_t n)
+{
+    static const char hexd[] = "0123456789abcdef";
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
+                        : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b"
+                        : c == '\f' ? "\\f" : NULL;
+        if (esc) {
+            out[o++] = esc[0];
+            out[o++] = esc[1];
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hexd[c >> 4];
+            out[o + 5] = hexd[c & 15];
+            o += 6;
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    return o;
+}

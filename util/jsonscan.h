@@ -14,6 +14,13 @@
  * or NULL when it is not valid JSON. */
 const char *jsonscan_value(const char *p, const char *end);
 
+/* Whether s[0..n) is valid UTF-8 (what a JSON string may hold). */
+bool jsonscan_utf8(const char *s, size_t n);
+
+/* Writes s[0..n) as a JSON string literal, quotes included, into out, which
+ * has room for 6 * n + 2 bytes; returns the length written. */
+size_t jsonscan_quote(char *out, const char *s, size_t n);
+
 /* Walking one object's members: jsonscan_object_open at its '{', then
  * jsonscan_member until it returns false. */
 struct jsonscan_member {

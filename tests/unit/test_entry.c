@@ -650,3 +650,39 @@ Test(entry, lww_input_carries_the_write_fields)
     cr_expect_not(l.has_value);
     repl_write_clear(&w);
 }
+
+/* A shipped frame is written without Jansson: it must decode to the same
+ * write (escapes in the id, a whole-number value, a base, a delete). */
+Test(entry, frame_decodes_to_the_same_write)
+{
+    struct repl_write in[] = {
+        mkwrite(3, 8, HLC(T0, 1), (struct version){ 2, 40 }, false, "{\"v\":1,\"s\":\"\\u00e9\"}"),
+        mkwrite(3, 9, HLC(T0, 2), VERSION_NONE, true, NULL),
+    };
+    free(in[0].id);
+    in[0].id = strdup("a\"b\\c\n\x01\xc3\xa9/d");
+    in[0].has_value = true;
+    in[0].value = 42;
+    in[1].has_value = true;
+    in[1].value = -0.1;
+    for (size_t i = 0; i < 2; i++) {
+        struct repl_write out;
+        struct err err = { "" };
+        char *frame = repl_write_frame(&in[i]);
+        cr_assert_not_null(frame);
+        json_t *root = json_loads(frame, 0, NULL);
+        cr_assert_not_null(root, "unparsable frame %s", frame);
+        cr_assert_eq(repl_write_from_json(root, &out, &err), 0, "%s: %s", frame, err.msg);
+        expect_same_write(&out, &in[i]);
+        cr_expect(json_is_real(json_object_get(root, "value")), "%s", frame);
+        json_decref(root);
+        repl_write_clear(&out);
+        free(frame);
+        repl_write_clear(&in[i]);
+    }
+    struct repl_write bad = mkwrite(3, 10, HLC(T0, 3), VERSION_NONE, false, "{}");
+    free(bad.id);
+    bad.id = strdup("\xc3");
+    cr_expect_null(repl_write_frame(&bad), "an id that is not UTF-8 cannot be shipped");
+    repl_write_clear(&bad);
+}
