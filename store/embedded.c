@@ -35,6 +35,7 @@
 
 #include "../util/committer.h"
 #include "../util/fs.h"
+#include "../util/jsonscan.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -566,13 +567,59 @@ static char *embedded_location(const struct embedded_op *op)
     return loc;
 }
 
+/* A PUT whose body the caller has checked already (valid JSON, an object):
+ * only its top-level "id" is looked at, by scanning, not parsing. Returns 1
+ * when the body needs the full treatment after all (an "id" that is not a
+ * plain string, an escaped member name), else as embedded_prepare_put. */
+static int embedded_prepare_checked(struct embedded_op *op, const struct store_request *req,
+                                    const struct docpath *dp, struct err *err)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m, id = { 0 };
+    bool empty = true;
+
+    if (!jsonscan_object_open(&o, req->body, req->body + req->body_len))
+        return 1;
+    while (jsonscan_member(&o, &m)) {
+        empty = false;
+        if (m.key_escaped)
+            return 1;
+        if (m.key_len == 2 && memcmp(m.key, "id", 2) == 0)
+            id = m;
+    }
+    if (o.failed || (id.value && (*id.value != '"' || memchr(id.value, '\\',
+                                                               (size_t)(id.value_end - id.value)))))
+        return 1;
+    if (id.value && ((size_t)(id.value_end - id.value) != dp->id_len + 2 ||
+                     memcmp(id.value + 1, dp->id, dp->id_len) != 0))
+        return err_set(err, "\"id\" in the body (%.*s) does not match the id in the path "
+                       "('%.200s')", (int)(id.value_end - id.value), id.value, dp->id);
+    if (id.value) {
+        op->doc = embedded_memdup(req->body, req->body_len);
+        op->doc_len = req->body_len;
+    } else {
+        op->doc = embedded_insert_id(req->body, req->body_len, dp->id, dp->id_len, empty,
+                                     &op->doc_len);
+    }
+    op->key = embedded_key_make(dp->coll, dp->coll_len, dp->id, dp->id_len, &op->key_len);
+    return 0;
+}
+
 /* Fills `op` from the request; -1 with a client-facing reason (400). */
 static int embedded_prepare_body(struct embedded_op *op, const struct store_request *req,
                                  const struct docpath *dp, struct err *err)
 {
+    int rc = 1;
+
+    if (req->checked && !req->doc && op->kind == EMBEDDED_PUT)
+        rc = embedded_prepare_checked(op, req, dp, err);
+    if (rc <= 0) {
+        if (rc == 0 && op->key && op->doc)
+            op->location = embedded_location(op);
+        return rc;
+    }
     json_t *doc = req->doc ? json_incref((json_t *)req->doc)
                            : embedded_parse_object(req->body, req->body_len, err);
-    int rc;
 
     if (!doc)
         return -1;

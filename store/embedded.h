@@ -25,6 +25,7 @@
 #define MERIDIAN_EMBEDDED_H
 
 #include <lmdb.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../util/err.h"
@@ -51,6 +52,9 @@ struct store_request {
     /* The body already parsed by the caller (a JSON object whose text is
      * `body`), or NULL: saves parsing it again. */
     const struct json_t *doc;
+    /* The body is known to be a JSON object (a document from the confirmed
+     * log, checked when it arrived): a PUT only scans it for its "id". */
+    bool checked;
 };
 
 struct store_response {
