@@ -333,6 +333,38 @@ static int doc_take(char **doc, const char *at, const char *end)
     return *doc ? 0 : -1;
 }
 
+int repl_write_parse(const char *text, size_t len, struct repl_write *w, struct err *err)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    struct doc_spans d = { .slow = !jsonscan_object_open(&o, text, text + len) };
+    json_error_t je;
+    size_t elen = len;
+    while (!d.slow && jsonscan_member(&o, &m)) {
+        d.slow |= m.key_escaped;
+        if (m.key_len == 3 && memcmp(m.key, "doc", 3) == 0 && *m.value == '{') {
+            d.at[0] = m.value;
+            d.end[0] = m.value_end;
+        }
+    }
+    d.slow |= o.failed;
+    char *env = d.slow ? NULL : doc_spans_cut(text, len, &d, &elen);
+    bool fast = env != NULL;
+    json_t *root = json_loadb(fast ? env : text, elen, JSON_DECODE_ANY, &je);
+    free(env);
+    if (!root) {
+        memset(w, 0, sizeof *w);
+        return err_set(err, "a write must be JSON: %s", je.text);
+    }
+    int rc = repl_write_from_json(root, w, err);
+    json_decref(root);
+    if (rc == 0 && fast && doc_take(&w->doc, d.at[0], d.end[0]) < 0) {
+        repl_write_clear(w);
+        return err_set(err, "out of memory");
+    }
+    return rc;
+}
+
 int clog_entry_parse(const char *text, size_t len, struct clog_entry *e, struct err *err)
 {
     struct doc_spans d;

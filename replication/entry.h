@@ -53,6 +53,10 @@ void repl_write_clear(struct repl_write *w);
 int repl_write_copy(struct repl_write *dst, const struct repl_write *src) MUST_CHECK;
 json_t *repl_write_to_json(const struct repl_write *w);
 int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err) MUST_CHECK;
+/* repl_write_from_json of a write's JSON text (a shipped frame), validated
+ * the same way, its document kept as the text holds it. */
+int repl_write_parse(const char *text, size_t len, struct repl_write *w,
+                     struct err *err) MUST_CHECK;
 
 /* The JSON text of a write as shipped (repl_write_to_json without "state"),
  * with the document spliced in as it is, unparsed: it must be JSON Meridian

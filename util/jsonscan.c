@@ -223,6 +223,37 @@ fail:
     return false;
 }
 
+bool jsonscan_array_open(struct jsonscan_array *a, const char *p, const char *end)
+{
+    p = ws(p, end);
+    *a = (struct jsonscan_array){ .p = p + 1, .end = end, .first = true };
+    return p < end && *p == '[';
+}
+
+bool jsonscan_element(struct jsonscan_array *a, const char **v, const char **v_end)
+{
+    const char *p = ws(a->p, a->end);
+    if (p < a->end && *p == ']') {
+        a->p = p + 1;
+        return false;
+    }
+    if (!a->first) {
+        if (p >= a->end || *p != ',')
+            goto fail;
+        p++;
+    }
+    a->first = false;
+    *v = ws(p, a->end);
+    *v_end = value(*v, a->end, 1);
+    if (!*v_end)
+        goto fail;
+    a->p = *v_end;
+    return true;
+fail:
+    a->failed = true;
+    return false;
+}
+
 bool jsonscan_utf8(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s, *end = p + n;

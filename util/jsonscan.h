@@ -35,6 +35,16 @@ struct jsonscan_object {
     bool first, failed;
 };
 
+/* Walking an array's elements the same way: element spans one by one. */
+struct jsonscan_array {
+    const char *p, *end;
+    bool first, failed;
+};
+bool jsonscan_array_open(struct jsonscan_array *a, const char *p, const char *end);
+/* The next element's extent; false at the end (a->p then points past its
+ * ']') or on invalid text (a->failed). */
+bool jsonscan_element(struct jsonscan_array *a, const char **value, const char **value_end);
+
 /* false when `p` (after whitespace) does not start an object. */
 bool jsonscan_object_open(struct jsonscan_object *o, const char *p, const char *end);
 /* The next member; false at the end of the object (o->p then points past its
