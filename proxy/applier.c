@@ -186,8 +186,10 @@ static void apply_store(struct apply_op *op, const char *method, const char *pat
     struct store_request sr;
     backend_store_request(method, path, NULL, doc, doc ? strlen(doc) : 0, &sr);
     sr.checked = true; /* checked by the follower (clog_entry_parse), or made by the hub */
-    op->sop = embedded_write_prepare(op->r->node->store, &sr, apply_store_refused, op);
-    if (op->sop)
+    struct embedded_op *sop = embedded_write_prepare(op->r->node->store, &sr,
+                                                     apply_store_refused, op);
+    op->sop = sop;
+    if (sop)
         apply_record(op);
 }
 

@@ -322,9 +322,12 @@ static void wp_store_write(struct write_op *w)
     backend_store_request(method, w->path, w->c ? &downstream_request(w->c)->head : NULL,
                           w->w.doc, w->w.doc ? strlen(w->w.doc) : 0, &sr);
     sr.doc = w->w.is_delete ? NULL : w->doc;
-    w->sop = embedded_write_prepare(w->r->node->store, &sr, wp_store_answered, w);
-    if (w->sop)
-        repl_commit_store_write(w->r, &w->w, w->sop, wp_stored, w);
+    /* A refusal is answered (and `w` freed) before this returns. */
+    struct embedded_op *sop = embedded_write_prepare(w->r->node->store, &sr, wp_store_answered, w);
+    if (!sop)
+        return;
+    w->sop = sop;
+    repl_commit_store_write(w->r, &w->w, sop, wp_stored, w);
 }
 
 static void wp_journal(struct write_op *w)
