@@ -649,7 +649,8 @@ void repl_close(struct repl *r)
     if (!r)
         return;
     repl_stop(r);
-    /* Completions of queued jobs run here and see `closing`. */
+    /* Completions of queued jobs run here and see `closing` (with the
+     * embedded store they ran in embedded_stop: the committer is its). */
     journal_close(r->j);
     applier_close(r);
     keylock_free(r->locks);

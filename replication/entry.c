@@ -333,25 +333,27 @@ static int doc_take(char **doc, const char *at, const char *end)
     return *doc ? 0 : -1;
 }
 
+/* Jansson's tree of the text with its documents cut out (of all of it when
+ * d->slow); *fast says which it was. */
+static json_t *doc_spans_load(const char *text, size_t len, const struct doc_spans *d,
+                              bool *fast, json_error_t *je)
+{
+    size_t elen = len;
+    char *env = d->slow ? NULL : doc_spans_cut(text, len, d, &elen);
+    *fast = env != NULL;
+    json_t *root = json_loadb(*fast ? env : text, elen, JSON_DECODE_ANY, je);
+    free(env);
+    return root;
+}
+
 int repl_write_parse(const char *text, size_t len, struct repl_write *w, struct err *err)
 {
-    struct jsonscan_object o;
-    struct jsonscan_member m;
-    struct doc_spans d = { .slow = !jsonscan_object_open(&o, text, text + len) };
+    struct doc_spans d = { .slow = false };
+    const struct jsonscan_member whole = { .value = text, .value_end = text + len };
     json_error_t je;
-    size_t elen = len;
-    while (!d.slow && jsonscan_member(&o, &m)) {
-        d.slow |= m.key_escaped;
-        if (m.key_len == 3 && memcmp(m.key, "doc", 3) == 0 && *m.value == '{') {
-            d.at[0] = m.value;
-            d.end[0] = m.value_end;
-        }
-    }
-    d.slow |= o.failed;
-    char *env = d.slow ? NULL : doc_spans_cut(text, len, &d, &elen);
-    bool fast = env != NULL;
-    json_t *root = json_loadb(fast ? env : text, elen, JSON_DECODE_ANY, &je);
-    free(env);
+    bool fast;
+    doc_span_find(&whole, &d, 0);
+    json_t *root = doc_spans_load(text, len, &d, &fast, &je);
     if (!root) {
         memset(w, 0, sizeof *w);
         return err_set(err, "a write must be JSON: %s", je.text);
@@ -369,12 +371,9 @@ int clog_entry_parse(const char *text, size_t len, struct clog_entry *e, struct 
 {
     struct doc_spans d;
     json_error_t je;
-    size_t elen = len;
+    bool fast;
     doc_spans_find(text, len, &d);
-    char *env = d.slow ? NULL : doc_spans_cut(text, len, &d, &elen);
-    bool fast = env != NULL;
-    json_t *root = json_loadb(fast ? env : text, elen, JSON_DECODE_ANY, &je);
-    free(env);
+    json_t *root = doc_spans_load(text, len, &d, &fast, &je);
     if (!root) {
         memset(e, 0, sizeof *e);
         return err_set(err, "a log entry must be JSON: %s", je.text);
