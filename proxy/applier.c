@@ -7,17 +7,20 @@
  *   - the heads index, the conflicts feed (outside the hub) and, for this
  *     region's own writes, the journal are updated in one transaction;
  *   - a dismissed conflict changes only the feed.
- * Up to apply_window entries are in flight at once (the embedded store keeps
- * their order; an HTTP backend gets one at a time). The applied position
+ * With the embedded store the backend write is part of that transaction
+ * (one committer job per entry, none of it visible before all of it), and
+ * up to apply_window entries are in flight at once (the committer keeps
+ * their order); an HTTP backend gets one entry at a time. Dispatching stops
+ * behind an entry that waits for its key (consistent prefix). The applied position
  * advances over the longest prefix of finished entries; after a crash the
  * entries past the recorded position are applied again, which changes
  * nothing. A failed backend write keeps its key locked and is retried. */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../replication/feed.h"
+#include "../store/embedded.h"
 #include "../util/log.h"
 #include "backend.h"
 #include "keylock.h"
@@ -33,6 +36,7 @@ struct apply_op {
     char key[512];
     size_t klen;
     struct head_rec head;         /* what the index will say afterwards */
+    struct embedded_op *sop;      /* embedded store: the write, applied in the same job */
     bool own;                     /* this region's write, still in its journal */
     bool locked, done, failed;
     uint64_t retry_ms;
@@ -43,6 +47,10 @@ static void apply_locked(void *arg);
 
 static void apply_free(struct apply_op *op)
 {
+    if (op->sop) {
+        embedded_cancel(op->sop);
+        embedded_write_finish(op->sop, -1, "not applied");
+    }
     clog_entry_clear(&op->e);
     free(op);
 }
@@ -70,10 +78,24 @@ static int apply_feed(MDB_txn *txn, struct apply_op *op, struct err *err)
     return 0;
 }
 
+/* The embedded store's write of the entry, inside the job's transaction:
+ * the job fails (and leaves nothing) unless the store did it. */
+static int apply_store_write(MDB_txn *txn, struct apply_op *op, struct err *err)
+{
+    if (embedded_write_apply(op->r->node->store, txn, op->sop, err) < 0)
+        return -1;
+    int status = embedded_write_status(op->sop);
+    if ((status >= 200 && status <= 299) || (op->e.head_delete && status == 404))
+        return 0;
+    return err_set(err, "the store answered %d", status);
+}
+
 static int apply_commit(MDB_txn *txn, void *arg, struct err *err)
 {
     struct apply_op *op = arg;
     struct journal *j = op->r->j;
+    if (op->sop && apply_store_write(txn, op, err) < 0)
+        return -1;
     if (journal_put_head(txn, j, op->e.w.container, op->e.w.id, &op->head, err) < 0 ||
         apply_feed(txn, op, err) < 0)
         return -1;
@@ -114,6 +136,13 @@ static void apply_committed(void *arg, int rc, const char *reason)
 {
     struct apply_op *op = arg;
     struct repl *r = op->r;
+    if (op->sop) {
+        embedded_cancel(op->sop); /* the outcome is rc; no answer is needed */
+        embedded_write_finish(op->sop, rc, reason);
+        op->sop = NULL;
+        if (rc == 0)
+            r->stats.apply_backend_writes++;
+    }
     if (rc < 0 && !r->closing) {
         apply_fail(op, reason);
         return;
@@ -139,7 +168,7 @@ static void apply_record(struct apply_op *op)
     if (op->persist_crts)
         op->r->apply_persisted = op->persist_crts;
     if (committer_submit(op->r->j->committer, apply_commit, apply_committed, op, false) < 0)
-        apply_fail(op, "out of memory");
+        apply_committed(op, -1, "out of memory");
 }
 
 static void apply_backend_done(void *arg, const struct backend_answer *a)
@@ -159,6 +188,28 @@ static void apply_backend_done(void *arg, const struct backend_answer *a)
     }
     op->r->stats.apply_backend_writes++;
     apply_record(op);
+}
+
+/* The store refused the entry before any job (a bad document or path). */
+static void apply_store_refused(void *arg, const struct store_response *resp)
+{
+    char why[300];
+    snprintf(why, sizeof why, "the store answered %d: %.*s", resp->status, (int)resp->body_len,
+             resp->body);
+    apply_fail(arg, why);
+}
+
+static void apply_store(struct apply_op *op, const char *method, const char *path,
+                        const char *doc)
+{
+    struct store_request sr;
+    backend_store_request(method, path, NULL, doc, doc ? strlen(doc) : 0, &sr);
+    sr.checked = true; /* checked by the follower (clog_entry_parse), or made by the hub */
+    struct embedded_op *sop = embedded_write_prepare(op->r->node->store, &sr,
+                                                     apply_store_refused, op);
+    op->sop = sop;
+    if (sop)
+        apply_record(op);
 }
 
 /* The index says the backend needs nothing: own writes pending, or it
@@ -226,18 +277,19 @@ static void apply_locked_entry(struct apply_op *op)
     char path[1024];
     snprintf(path, sizeof path, "%s%s", route, op->e.w.id);
     const char *doc = op->e.head_delete ? NULL : op->e.head_doc;
-    backend_request(r->node, op->e.head_delete ? "DELETE" : "PUT", path, NULL, NULL, doc,
-                    doc ? strlen(doc) : 0, apply_backend_done, op);
+    const char *method = op->e.head_delete ? "DELETE" : "PUT";
+    if (r->node->store)
+        apply_store(op, method, path, doc);
+    else
+        backend_request(r->node, method, path, NULL, NULL, doc, doc ? strlen(doc) : 0,
+                        apply_backend_done, op);
 }
 
 static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
 {
     struct apply_op *op = arg;
     struct err err;
-    json_t *root = json_loadb(json, len, 0, NULL);
-    int rc = clog_entry_from_json(root, &op->e, &err);
-    json_decref(root);
-    if (rc < 0) {
+    if (clog_entry_parse(json, len, &op->e, &err) < 0) {
         log_error("confirmed-log entry %llu is unreadable, skipped: %s", (unsigned long long)crts,
                   err.msg);
         memset(&op->e, 0, sizeof op->e);
@@ -246,14 +298,43 @@ static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
     return 1;
 }
 
-/* Takes up the next entry after the last one dispatched. */
+/* The follower's entry that comes right after the last one dispatched, if
+ * it has it; entries already dispatched are dropped on the way. */
+static struct fresh_entry *apply_fresh(struct repl *r)
+{
+    struct fresh_entry *f;
+    while ((f = r->fresh_head) && f->e.crts <= r->apply_dispatched) {
+        r->fresh_head = f->next;
+        clog_entry_clear(&f->e);
+        free(f);
+        r->fresh_n--;
+    }
+    if (!r->fresh_head)
+        r->fresh_tail = NULL;
+    return f && f->prev == r->apply_dispatched ? f : NULL;
+}
+
+/* Takes up the next entry after the last one dispatched: the follower's
+ * copy when it has it (it may not be stored yet: then the entry is applied
+ * first, and a crash in between fetches it again and finds it applied),
+ * else read from the log. */
 static bool apply_dispatch(struct repl *r)
 {
     struct apply_op *op = calloc(1, sizeof *op);
+    struct fresh_entry *f = apply_fresh(r);
     if (!op)
         return false;
     op->r = r;
-    journal_scan_clog(r->j, r->apply_dispatched, r->j->stored_crts, 1, apply_load, op);
+    if (f) {
+        op->e = f->e;
+        r->fresh_head = f->next;
+        if (!r->fresh_head)
+            r->fresh_tail = NULL;
+        r->fresh_n--;
+        free(f);
+    } else {
+        journal_scan_clog(r->j, r->apply_dispatched, r->j->stored_crts, 1, apply_load, op);
+    }
     if (!op->e.crts) {
         apply_free(op);
         return false;
@@ -292,7 +373,7 @@ void applier_kick(struct repl *r)
     if (!r->apply_persisted)
         r->apply_persisted = r->j->applied_crts;
     while (!r->closing && !r->apply_blocked && r->apply_inflight < r->apply_window &&
-           r->apply_dispatched < r->j->stored_crts)
+           (r->apply_dispatched < r->j->stored_crts || apply_fresh(r)))
         if (!apply_dispatch(r))
             break;
 }
@@ -307,6 +388,7 @@ void applier_tick(struct repl *r, uint64_t now)
 
 void applier_close(struct repl *r)
 {
+    follower_fresh_clear(r);
     while (r->apply_head) {
         struct apply_op *op = r->apply_head;
         r->apply_head = op->next;

@@ -109,9 +109,9 @@ static struct backend_call *call_http(struct backend_call *c, const char *method
     return c;
 }
 
-static void store_done(void *arg, const struct store_response *r)
+/* The store's answer with the headers an HTTP backend would have sent. */
+static void store_fill(struct backend_call *c, const struct store_response *r)
 {
-    struct backend_call *c = arg;
     c->status = r->status;
     (void)sbuf_adds(&c->headers, "Content-Type: application/json\r\n");
     if (r->etag) {
@@ -121,7 +121,37 @@ static void store_done(void *arg, const struct store_response *r)
     if (r->location)
         (void)sbuf_printf(&c->headers, "Location: %s\r\n", r->location);
     (void)sbuf_add(&c->body, r->body, r->body_len);
+}
+
+static void store_done(void *arg, const struct store_response *r)
+{
+    struct backend_call *c = arg;
+    store_fill(c, r);
     call_finish(c, NULL, false);
+}
+
+void backend_store_answer(const struct store_response *r, backend_fn fn, void *arg)
+{
+    struct backend_call c = { .fn = fn, .arg = arg };
+    store_fill(&c, r);
+    fn(arg, &(struct backend_answer){ .status = c.status,
+                                      .headers = c.headers.p ? c.headers.p : "",
+                                      .headers_len = c.headers.len, .etag = c.etag,
+                                      .body = c.body.p ? c.body.p : "", .body_len = c.body.len });
+    sbuf_free(&c.headers);
+    sbuf_free(&c.body);
+    free(c.etag);
+}
+
+void backend_store_request(const char *method, const char *path, const struct hdr_block *client,
+                           const char *body, size_t len, struct store_request *out)
+{
+    *out = (struct store_request){
+        .method = method, .path = path, .path_len = strlen(path),
+        .if_match = client ? hdr_block_get(client, "if-match", NULL) : NULL,
+        .if_none_match = client ? hdr_block_get(client, "if-none-match", NULL) : NULL,
+        .body = body ? body : "", .body_len = body ? len : 0,
+    };
 }
 
 struct backend_call *backend_request(struct node *n, const char *method, const char *path,
@@ -140,12 +170,8 @@ struct backend_call *backend_request(struct node *n, const char *method, const c
         c->pool = n->pool;
         return call_http(c, method, path, client, client_ip, NULL, body, len);
     }
-    const struct store_request sr = {
-        .method = method, .path = path, .path_len = strlen(path),
-        .if_match = client ? hdr_block_get(client, "if-match", NULL) : NULL,
-        .if_none_match = client ? hdr_block_get(client, "if-none-match", NULL) : NULL,
-        .body = body ? body : "", .body_len = body ? len : 0,
-    };
+    struct store_request sr;
+    backend_store_request(method, path, client, body, len, &sr);
     /* The store may answer before returning: the call is then finished. */
     c->sop = embedded_handle(n->store, &sr, store_done, c);
     return c->sop ? c : NULL;

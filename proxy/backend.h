@@ -51,4 +51,14 @@ struct backend_call *backend_forward(struct node *n, struct upstream_pool *pool,
 /* No callback after this. */
 void backend_cancel(struct backend_call *call);
 
+/* The embedded store, for writes committed together with the journal
+ * (embedded_write_prepare): the store's request for METHOD path (with the
+ * client's If-Match / If-None-Match), and its answer handed to `fn` as a
+ * backend answer, headers included, as backend_request would. */
+struct store_request;
+struct store_response;
+void backend_store_request(const char *method, const char *path, const struct hdr_block *client,
+                           const char *body, size_t len, struct store_request *out);
+void backend_store_answer(const struct store_response *r, backend_fn fn, void *arg);
+
 #endif

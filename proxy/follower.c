@@ -27,9 +27,43 @@ struct store_job {
 
 static void follow_store(struct repl *r);
 
+void follower_fresh_clear(struct repl *r)
+{
+    while (r->fresh_head) {
+        struct fresh_entry *f = r->fresh_head;
+        r->fresh_head = f->next;
+        clog_entry_clear(&f->e);
+        free(f);
+    }
+    r->fresh_tail = NULL;
+    r->fresh_n = 0;
+}
+
+/* Hands the entry (moved: *e is emptied) to the applier; when too many wait
+ * already, the applier reads it back once it is stored instead. */
+static void follow_fresh_push(struct repl *r, uint64_t prev, struct clog_entry *e)
+{
+    struct fresh_entry *f = r->fresh_n < REPL_FRESH_MAX ? malloc(sizeof *f) : NULL;
+    if (!f) {
+        clog_entry_clear(e);
+        return;
+    }
+    *f = (struct fresh_entry){ .prev = prev, .e = *e };
+    memset(e, 0, sizeof *e);
+    if (r->fresh_tail)
+        r->fresh_tail->next = f;
+    else
+        r->fresh_head = f;
+    r->fresh_tail = f;
+    r->fresh_n++;
+}
+
 static void follow_retry(struct repl *r, const char *why)
 {
     r->follow = NULL;
+    /* The stream starts again from the last stored entry and sends the
+     * rest again. */
+    follower_fresh_clear(r);
     if (r->closing)
         return;
     r->follow_backoff_ms = r->follow_backoff_ms ? r->follow_backoff_ms * 2 : FOLLOW_BACKOFF_MIN_MS;
@@ -105,11 +139,18 @@ static void follow_store(struct repl *r)
     }
 }
 
-static void follow_heartbeat(struct repl *r, json_t *hb)
+/* A heartbeat line: the hub's clock and log position. False for anything else. */
+static bool follow_heartbeat(struct repl *r, const char *line, size_t len)
 {
     struct err e;
+    json_t *hb = json_loadb(line, len, 0, NULL);
+    if (!json_object_get(hb, "hb")) {
+        json_decref(hb);
+        return false;
+    }
     uint64_t clock = (uint64_t)json_integer_value(json_object_get(hb, "hb"));
     uint64_t last = (uint64_t)json_integer_value(json_object_get(hb, "last"));
+    json_decref(hb);
     r->hub_last_crts = last;
     r->hub_heard_ms = node_now_ms(r->node);
     r->hub_hb_clock = clock;
@@ -118,21 +159,20 @@ static void follow_heartbeat(struct repl *r, json_t *hb)
         r->stats.clock_refusals++;
         log_warn("hub %s: %s", r->hub->name, e.msg);
     }
+    return true;
 }
 
-/* One line of the stream: an entry (validated, queued for storing) or a heartbeat. */
+/* One line of the stream: an entry (validated, queued for storing) or a
+ * heartbeat. Entries are checked without parsing their documents; the line
+ * is stored as it came. */
 static int follow_line(struct repl *r, const char *line, size_t len)
 {
-    json_t *j = json_loadb(line, len, 0, NULL);
     struct clog_entry e;
     struct err err;
-    if (json_object_get(j, "hb")) {
-        follow_heartbeat(r, j);
-        json_decref(j);
+    char crts[24];
+    int rc = clog_entry_parse(line, len, &e, &err);
+    if (rc < 0 && follow_heartbeat(r, line, len))
         return 0;
-    }
-    int rc = clog_entry_from_json(j, &e, &err);
-    json_decref(j);
     if (rc < 0 || e.crts <= r->follow_batch_last || e.crts <= r->j->stored_crts) {
         if (rc == 0)
             clog_entry_clear(&e);
@@ -142,10 +182,14 @@ static int follow_line(struct repl *r, const char *line, size_t len)
     }
     if (e.crts > r->hub_last_crts)
         r->hub_last_crts = e.crts;
+    uint64_t prev = r->follow_batch_last;
     r->follow_batch_last = e.crts;
     r->follow_batch_n++;
-    rc = sbuf_printf(&r->follow_batch, "%llu\t%.*s", (unsigned long long)e.crts, (int)len, line);
-    clog_entry_clear(&e);
+    int n = snprintf(crts, sizeof crts, "%llu\t", (unsigned long long)e.crts);
+    follow_fresh_push(r, prev, &e);
+    rc = sbuf_add(&r->follow_batch, crts, (size_t)n);
+    if (rc == 0)
+        rc = sbuf_add(&r->follow_batch, line, len);
     if (rc == 0)
         rc = sbuf_add(&r->follow_batch, "", 1); /* the NUL separator */
     return rc;
@@ -169,6 +213,8 @@ static void follow_body(void *arg, const char *p, size_t n)
     r->follow_backoff_ms = 0;
     if (r->follow_batch.len && !r->follow_storing)
         follow_store(r);
+    if (r->fresh_head)
+        applier_kick(r);
     if (r->follow_batch.len > FOLLOW_BUFFER_MAX && !r->follow_paused) {
         r->follow_paused = true;
         upstream_pause(r->follow);

@@ -160,7 +160,9 @@ static int node_backend(struct node *n, struct err *err)
 {
     const struct conf_region *r = n->region;
     if (r->backend_embedded)
-        return embedded_open(n->base, n->data_dir, &n->store, err);
+        /* Room for the replication journal, which shares the environment. */
+        return embedded_open_sized(n->base, n->data_dir, EMBEDDED_MAP_SIZE + JOURNAL_MAP_SIZE,
+                                   &n->store, err);
     return upstream_pool_new(n, r->backend_url, r->backend.host, r->backend.port, &n->pool, err);
 }
 
@@ -208,11 +210,14 @@ void node_free(struct node *n)
     repl_stop(n->repl);
     upstream_pool_free(n->pool);
     n->pool = NULL;
-    if (n->store)
-        embedded_close(n->store);
-    n->store = NULL;
+    /* The journal shares the store's environment and committer: the
+     * committer stops first (delivering both parts' completions), the
+     * environment closes last. */
+    embedded_stop(n->store);
     repl_close(n->repl);
     n->repl = NULL;
+    embedded_close(n->store);
+    n->store = NULL;
     if (n->ev_reap)
         node_reap_cb(-1, 0, n);
     struct event *evs[] = { n->ev_term, n->ev_int, n->ev_hup, n->ev_tick, n->ev_reap };

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../replication/confirm.h"
+#include "../util/jsonscan.h"
 #include "../util/log.h"
 #include "downstream.h"
 #include "node.h"
@@ -62,17 +63,100 @@ static void ship_decided(void *arg, struct confirm_batch *b, int rc, const char 
     free(s);
 }
 
+/* A ship body: the frames as text spans when the body is plain enough to
+ * scan (then Jansson parses only the body around them, and each frame's
+ * document is checked, not parsed: repl_write_parse), else the whole tree. */
+struct ship_body {
+    json_t *root;
+    const json_t *writes;        /* the tree's frames, when not scanned */
+    const char **at, **end;      /* the scanned frames */
+    size_t n;
+};
+
+static void ship_body_free(struct ship_body *sb)
+{
+    json_decref(sb->root);
+    free(sb->at);
+    free(sb->end);
+    *sb = (struct ship_body){ 0 };
+}
+
+static bool ship_span_add(struct ship_body *sb, const char *at, const char *end)
+{
+    if ((sb->n & (sb->n - 1)) == 0) { /* 0, 1, 2, 4, ...: grow */
+        size_t cap = sb->n ? 2 * sb->n : 1;
+        const char **a = realloc(sb->at, cap * sizeof *a), **e;
+        if (a)
+            sb->at = a;
+        e = a ? realloc(sb->end, cap * sizeof *e) : NULL;
+        if (!e)
+            return false;
+        sb->end = e;
+    }
+    sb->at[sb->n] = at;
+    sb->end[sb->n++] = end;
+    return true;
+}
+
+/* The spans of the "writes" frames, and the body around them parsed. */
+static bool ship_body_scan(const char *body, size_t len, struct ship_body *sb)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m, writes = { 0 };
+    struct jsonscan_array a;
+    const char *v, *v_end;
+    bool ok = jsonscan_object_open(&o, body, body + len);
+    while (ok && jsonscan_member(&o, &m)) {
+        ok = !m.key_escaped;
+        if (m.key_len == 6 && memcmp(m.key, "writes", 6) == 0)
+            writes = m;
+    }
+    ok = ok && !o.failed && writes.value && jsonscan_array_open(&a, writes.value, writes.value_end);
+    while (ok && jsonscan_element(&a, &v, &v_end))
+        ok = ship_span_add(sb, v, v_end);
+    char *env = ok && !a.failed ? malloc(len) : NULL;
+    if (env) {
+        size_t head = (size_t)(writes.value - body), tail = len - (size_t)(writes.value_end - body);
+        memcpy(env, body, head);
+        memcpy(env + head, "[]", 2);
+        memcpy(env + head + 2, writes.value_end, tail);
+        sb->root = json_loadb(env, head + 2 + tail, 0, NULL);
+        free(env);
+    }
+    if (!sb->root)
+        ship_body_free(sb);
+    return sb->root != NULL;
+}
+
+static int ship_body_parse(const char *body, size_t len, struct ship_body *sb, json_error_t *je)
+{
+    *sb = (struct ship_body){ 0 };
+    if (ship_body_scan(body, len, sb))
+        return 0;
+    sb->root = json_loadb(body, len, 0, je);
+    sb->writes = json_object_get(sb->root, "writes");
+    sb->n = json_array_size(sb->writes);
+    return sb->root ? 0 : -1;
+}
+
+static int ship_frame(const struct ship_body *sb, size_t i, struct repl_write *w, struct err *e)
+{
+    if (sb->at)
+        return repl_write_parse(sb->at[i], (size_t)(sb->end[i] - sb->at[i]), w, e);
+    return repl_write_from_json(json_array_get(sb->writes, i), w, e);
+}
+
 /* Decodes frames until the first bad one, which is rejected alone: the ones
  * after it wait, since an origin's writes are decided in LSN order. */
-static size_t ship_frames(struct repl *r, const json_t *writes, uint32_t origin,
+static size_t ship_frames(struct repl *r, const struct ship_body *sb, uint32_t origin,
                           struct confirm_batch *b, json_t *rejected)
 {
-    size_t i, n = json_array_size(writes);
+    size_t i, n = sb->n;
     uint64_t last = 0;
     for (i = 0; i < n; i++) {
         struct err e;
         struct repl_write *w = &b->ws[b->n];
-        if (repl_write_from_json(json_array_get(writes, i), w, &e) < 0)
+        if (ship_frame(sb, i, w, &e) < 0)
             goto reject;
         if (w->origin != origin || w->lsn <= last) {
             repl_write_clear(w);
@@ -100,32 +184,34 @@ static void peer_ship(struct repl *r, struct downstream *c)
 {
     const struct ds_request *req = downstream_request(c);
     json_error_t je;
-    json_t *root = json_loadb(req->body.p ? req->body.p : "", req->body.len, 0, &je);
-    json_t *writes = json_object_get(root, "writes");
+    struct ship_body sb;
+    int prc = ship_body_parse(req->body.p ? req->body.p : "", req->body.len, &sb, &je);
+    json_t *root = sb.root;
     json_int_t origin = json_integer_value(json_object_get(root, "origin"));
     char why[300];
-    if (!root || !json_is_array(writes) || repl_region_index(r, (uint32_t)origin) <= 0) {
+    if (prc < 0 || !json_is_array(json_object_get(root, "writes")) ||
+        repl_region_index(r, (uint32_t)origin) <= 0) {
         snprintf(why, sizeof why, "ship body must be {\"origin\": SATELLITE_ID, \"writes\": [...]}%s%s",
                  root ? "" : ": ", root ? "" : je.text);
-        json_decref(root);
+        ship_body_free(&sb);
         downstream_reply_error(c, 400, "bad_request", why);
         return;
     }
     struct confirm_batch *b = calloc(1, sizeof *b);
     struct ship_req *s = calloc(1, sizeof *s);
     if (b)
-        b->ws = calloc(json_array_size(writes) + 1, sizeof *b->ws);
+        b->ws = calloc(sb.n + 1, sizeof *b->ws);
     if (!b || !s || !b->ws) {
         confirm_batch_free(b);
         free(s);
-        json_decref(root);
+        ship_body_free(&sb);
         downstream_reply_error(c, 500, "internal", "out of memory");
         return;
     }
     b->origin = (uint32_t)origin;
     *s = (struct ship_req){ c, json_array() };
-    ship_frames(r, writes, b->origin, b, s->rejected);
-    json_decref(root);
+    ship_frames(r, &sb, b->origin, b, s->rejected);
+    ship_body_free(&sb);
     downstream_backend(c)->ship = s;
     if (repl_decide(r, b, ship_decided, s) < 0) {
         downstream_backend(c)->ship = NULL;

@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../replication/confirm.h"
+#include "../store/embedded.h"
 #include "../util/log.h"
 #include "backend.h"
 #include "downstream.h"
@@ -266,17 +268,15 @@ static json_t *change_json(struct repl *r, const struct clog_entry *e)
 static int changes_one(void *arg, uint64_t crts, const char *text, size_t len)
 {
     struct changes_scan *cs = arg;
-    json_t *root = json_loadb(text, len, 0, NULL);
     struct clog_entry e;
     struct err err;
     cs->last = crts;
-    if (clog_entry_from_json(root, &e, &err) == 0) {
+    if (clog_entry_parse(text, len, &e, &err) == 0) {
         if ((e.outcome == LWW_CONFIRMED || e.outcome == LWW_RESOLVED) &&
             strcmp(e.w.container, cs->container) == 0)
             json_array_append_new(cs->list, change_json(cs->r, &e));
         clog_entry_clear(&e);
     }
-    json_decref(root);
     return json_array_size(cs->list) >= cs->limit;
 }
 
@@ -436,6 +436,8 @@ struct commit_job {
     struct repl *r;
     struct repl_write w;
     struct confirm_batch *b;      /* at the hub: the write is decided in the same step */
+    struct embedded_op *sop;      /* embedded store: the write itself, in the same step */
+    bool refused;                 /* ... and the store refused it: nothing was journaled */
     void (*done)(void *, int, const char *);
     void *arg;
 };
@@ -444,6 +446,14 @@ static int commit_apply(MDB_txn *txn, void *arg, struct err *err)
 {
     struct commit_job *cj = arg;
     struct journal *j = cj->r->j;
+    if (cj->sop) {
+        if (embedded_write_apply(cj->r->node->store, txn, cj->sop, err) < 0)
+            return -1;
+        int status = embedded_write_status(cj->sop);
+        cj->refused = status < 200 || status > 299;
+        if (cj->refused)
+            return 0;
+    }
     struct head_rec h;
     journal_get_head_txn(txn, j, cj->w.container, cj->w.id, &h);
     struct head_rec nh = { .exists = true, .version = repl_write_version(&cj->w),
@@ -460,7 +470,7 @@ static void commit_done(void *arg, int rc, const char *reason)
 {
     struct commit_job *cj = arg;
     struct repl *r = cj->r;
-    if (rc == 0) {
+    if (rc == 0 && !cj->refused) {
         r->stats.writes_committed++;
         if (cj->b) {
             conflicts_count(r, cj->b);
@@ -479,10 +489,8 @@ static void commit_done(void *arg, int rc, const char *reason)
     free(cj);
 }
 
-/* Marks a journaled write committed (its backend call succeeded); at the hub
- * it is decided in the same transaction, durably, so it is never tentative. */
-void repl_commit_write(struct repl *r, const struct repl_write *w,
-                       void (*done)(void *, int, const char *), void *arg)
+static void commit_submit(struct repl *r, const struct repl_write *w, struct embedded_op *sop,
+                          void (*done)(void *, int, const char *), void *arg)
 {
     struct commit_job *cj = calloc(1, sizeof *cj);
     if (!cj || repl_write_copy(&cj->w, w) < 0) {
@@ -490,7 +498,7 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
         done(arg, -1, "out of memory");
         return;
     }
-    *cj = (struct commit_job){ .r = r, .w = cj->w, .done = done, .arg = arg };
+    *cj = (struct commit_job){ .r = r, .w = cj->w, .sop = sop, .done = done, .arg = arg };
     if (r->is_hub) {
         cj->b = calloc(1, sizeof *cj->b);
         if (cj->b) {
@@ -500,12 +508,27 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
         }
     }
     if ((r->is_hub && !cj->b) ||
-        committer_submit(r->j->committer, commit_apply, commit_done, cj, r->is_hub) < 0) {
+        committer_submit(r->j->committer, commit_apply, commit_done, cj,
+                         r->is_hub || sop) < 0) {
         repl_write_clear(&cj->w);
         free(cj->b);
         free(cj);
         done(arg, -1, "out of memory");
     }
+}
+
+/* Marks a journaled write committed (its backend call succeeded); at the hub
+ * it is decided in the same transaction, durably, so it is never tentative. */
+void repl_commit_write(struct repl *r, const struct repl_write *w,
+                       void (*done)(void *, int, const char *), void *arg)
+{
+    commit_submit(r, w, NULL, done, arg);
+}
+
+void repl_commit_store_write(struct repl *r, const struct repl_write *w, struct embedded_op *sop,
+                             void (*done)(void *, int, const char *), void *arg)
+{
+    commit_submit(r, w, sop, done, arg);
 }
 
 struct abort_job {
@@ -624,10 +647,9 @@ static bool hub_window_rebuild(struct hub_window *w, uint64_t lsn)
 static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_t len)
 {
     struct applied_rebuild *ab = arg;
-    json_t *root = json_loadb(json, len, 0, NULL);
     struct clog_entry e;
     struct err err;
-    if (clog_entry_from_json(root, &e, &err) == 0) {
+    if (clog_entry_parse(json, len, &e, &err) == 0) {
         if (e.outcome != LWW_DISMISSED && e.w.origin == ab->r->hub->id)
             ab->hub_done = !hub_window_rebuild(&ab->r->hub_applied, e.w.lsn);
         if (e.outcome != LWW_DISMISSED && !session_token_lsn(&ab->r->applied, e.w.origin) &&
@@ -637,7 +659,6 @@ static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_
         }
         clog_entry_clear(&e);
     }
-    json_decref(root);
     (void)crts;
     return ab->missing == 0 && ab->hub_done;
 }
@@ -653,6 +674,27 @@ static void applied_rebuild(struct repl *r)
     if (r->j->applied_crts)
         journal_scan_clog_back(r->j, r->j->applied_crts, APPLIED_REBUILD_MAX, applied_rebuild_one,
                                &ab);
+}
+
+/* With the embedded store the journal lives in the store's environment, so
+ * that a write, its journal entry and (hub) its decision are one transaction
+ * and one fsync; otherwise in its own, DATA_DIR/replication. */
+static int repl_journal_open(struct repl *r, struct err *err)
+{
+    struct node *n = r->node;
+    char old[1100];
+    struct stat sb;
+    if (!n->store)
+        return journal_open(n->base, n->data_dir, r->self->id, &r->j, err);
+    snprintf(old, sizeof old, "%s/replication/data.mdb", n->data_dir);
+    if (stat(old, &sb) == 0)
+        return err_set(err,
+                       "%s holds a replication journal in the layout of an earlier build (its "
+                       "own environment); this build keeps it inside the embedded store's, so "
+                       "it would start over at LSN 1: use a new data_dir for this region",
+                       old);
+    return journal_open_in(embedded_env(n->store), embedded_committer(n->store), r->self->id,
+                           &r->j, err);
 }
 
 int repl_init(struct node *n, struct err *err)
@@ -679,7 +721,7 @@ int repl_init(struct node *n, struct err *err)
         log_warn("MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS=1: session tokens are ignored when "
                  "routing reads; session guarantees do NOT hold (debugging only)");
     hlc_init(&r->hlc, n->conf->max_clock_drift_ms);
-    if (journal_open(n->base, n->data_dir, r->self->id, &r->j, err) < 0)
+    if (repl_journal_open(r, err) < 0)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
     applied_rebuild(r);
@@ -732,7 +774,8 @@ void repl_close(struct repl *r)
     if (!r)
         return;
     repl_stop(r);
-    /* Completions of queued jobs run here and see `closing`. */
+    /* Completions of queued jobs run here and see `closing` (with the
+     * embedded store they ran in embedded_stop: the committer is its). */
     journal_close(r->j);
     applier_close(r);
     writewait_close(r);

@@ -37,6 +37,17 @@ struct upstream_pool;
 
 TAILQ_HEAD(peer_stream_list, peer_stream);
 
+/* A confirmed-log entry the follower received and checked, handed to the
+ * applier so that it neither waits for the entry to be stored nor reads and
+ * parses it again. `prev` is the crts of the entry before it in the hub's
+ * log: the applier takes it only right after that one. */
+struct fresh_entry {
+    struct fresh_entry *next;
+    uint64_t prev;
+    struct clog_entry e;
+};
+#define REPL_FRESH_MAX 1024
+
 struct repl_stats {
     uint64_t writes_committed, writes_aborted, writes_unknown;
     uint64_t forged;                            /* writes refused for a forged metadata field */
@@ -95,6 +106,8 @@ struct repl {
     uint64_t follow_batch_last;    /* crts of the batch's last line */
     size_t follow_batch_n;
     bool follow_storing, follow_paused;
+    struct fresh_entry *fresh_head, *fresh_tail; /* received, in log order */
+    size_t fresh_n;
     uint64_t follow_retry_ms, follow_backoff_ms;
     uint64_t hub_last_crts, hub_heard_ms;
     /* applier: entries in flight, in crts order */
@@ -124,6 +137,14 @@ void repl_commit_write(struct repl *r, const struct repl_write *w,
                        void (*done)(void *, int, const char *), void *arg);
 void repl_abort_write(struct repl *r, uint64_t lsn, void (*done)(void *, int, const char *),
                       void *arg);
+/* Embedded store: the write itself (`sop`, from embedded_write_prepare), its
+ * journal entry, already committed, and at the hub its decision, in one
+ * durable job. When the store refuses the write (its status is not 2xx),
+ * nothing is journaled. done gets rc -1 when the job failed and nothing of
+ * it stays; the caller finishes `sop` with done's rc and reason. */
+struct embedded_op;
+void repl_commit_store_write(struct repl *r, const struct repl_write *w, struct embedded_op *sop,
+                             void (*done)(void *, int, const char *), void *arg);
 /* Shutdown, first step: start nothing new, stop peers, fail calls to the hub. */
 void repl_stop(struct repl *r);
 /* Last step, after the backend is closed: the journal's last completions run. */
@@ -172,6 +193,8 @@ void peer_streams_heartbeat(struct repl *r);
 void shipper_kick(struct repl *r);
 void follower_kick(struct repl *r);
 void follower_stop(struct repl *r);
+/* Drops the received entries not yet taken by the applier. */
+void follower_fresh_clear(struct repl *r);
 void applier_kick(struct repl *r);
 /* Retries entries whose backend write failed. */
 void applier_tick(struct repl *r, uint64_t now_ms);

@@ -13,23 +13,29 @@
 #include "node.h"
 #include "repl.h"
 
-#define SHIP_BATCH_MAX 256
-#define SHIP_BATCH_BYTES (256 * 1024)
+#define SHIP_BATCH_MAX 1024
+/* The hub's peer port takes bodies up to 4 x max_body_bytes (downstream.c). */
+#define SHIP_BATCH_BYTES (1024 * 1024)
 #define SHIP_BACKOFF_MIN_MS 100
 #define SHIP_BACKOFF_MAX_MS 5000
 
 struct ship_collect {
     struct sbuf body;            /* the batch's JSON text, being built */
     size_t n;
+    size_t max_bytes;
     bool failed;
 };
 
 static int ship_collect_one(void *arg, const struct repl_write *w)
 {
     struct ship_collect *sc = arg;
-    if (w->state != WRITE_COMMITTED || sc->body.len >= SHIP_BATCH_BYTES)
+    if (w->state != WRITE_COMMITTED)
         return 1;
     char *frame = repl_write_frame(w);
+    if (frame && sc->n && sc->body.len + strlen(frame) >= sc->max_bytes) {
+        free(frame); /* the next batch's first */
+        return 1;
+    }
     if (!frame || (sc->n && sbuf_add(&sc->body, ",", 1) < 0) || sbuf_adds(&sc->body, frame) < 0) {
         sc->failed = true;
         free(frame);
@@ -94,7 +100,8 @@ void shipper_kick(struct repl *r)
     if (r->closing || r->is_hub || r->ship_inflight || r->recovering ||
         (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms))
         return;
-    struct ship_collect sc = { 0 };
+    uint64_t limit = 3 * (uint64_t)r->node->conf->limits.max_body_bytes;
+    struct ship_collect sc = { .max_bytes = limit < SHIP_BATCH_BYTES ? limit : SHIP_BATCH_BYTES };
     if (sbuf_printf(&sc.body, "{\"origin\":%u,\"hlc\":%llu,\"writes\":[", r->self->id,
                     (unsigned long long)repl_hlc_now(r)) < 0)
         sc.failed = true;

@@ -8,7 +8,11 @@
  *        ▼
  *   wp_tag: LSN, HLC, base = local head; _ts + metadata (+ auto-versioned LWW path)
  *        │
- *   committer job: journal intent (durable) ─▶ wp_intent_done
+ *   embedded store: one durable committer job ─▶ wp_stored ─▶ wp_store_answer
+ *        │   the store's write + the journal entry, committed (+ hub: decided);
+ *        │   2xx: answer (as below); else nothing is journaled, relay the answer
+ *        │
+ *   HTTP backend: committer job: journal intent (durable) ─▶ wp_intent_done
  *        │
  *   backend_request(PUT|DELETE) ─▶ wp_backend_done
  *        ├─ 2xx: answer at once (backend's answer + ETag, X-Meridian-Version,
@@ -25,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../store/embedded.h"
 #include "../util/log.h"
 #include "backend.h"
 #include "downstream.h"
@@ -44,7 +49,7 @@ struct write_op {
     char path[1024];
     json_t *doc;                       /* the client's document (PUT, POST, PATCH) */
     struct repl_write w;
-    struct backend_answer *answer;     /* kept until the commit is done */
+    struct embedded_op *sop;           /* embedded store: the write, until finished */
     int status;
     char *headers, *body, *etag;
     size_t headers_len, body_len;
@@ -282,6 +287,52 @@ static void wp_intent_done(void *arg, int rc, const char *reason)
                     w->w.doc ? strlen(w->w.doc) : 0, wp_backend_done, w);
 }
 
+static void wp_store_answer(void *arg, const struct backend_answer *a)
+{
+    struct write_op *w = arg;
+    wp_keep_answer(w, a);
+    if (a->status < 200 || a->status > 299) {
+        w->r->stats.writes_aborted++;
+        if (w->c)
+            downstream_reply_relay(w->c, w->status, w->headers, w->headers_len, w->body,
+                                   w->body_len);
+    } else if (w->c) {
+        wp_answer(w);
+    }
+    keylock_release(w->r->locks, w->key, w->klen);
+    wp_free(w);
+}
+
+static void wp_store_answered(void *ctx, const struct store_response *resp)
+{
+    backend_store_answer(resp, wp_store_answer, ctx);
+}
+
+static void wp_stored(void *arg, int rc, const char *reason)
+{
+    struct write_op *w = arg;
+    struct embedded_op *sop = w->sop;
+    w->sop = NULL;
+    embedded_write_finish(sop, rc, reason);
+}
+
+/* The embedded store: the write and its journal entry are one transaction,
+ * so there is no intent to resolve after a crash. */
+static void wp_store_write(struct write_op *w)
+{
+    struct store_request sr;
+    const char *method = w->w.is_delete ? "DELETE" : "PUT";
+    backend_store_request(method, w->path, w->c ? &downstream_request(w->c)->head : NULL,
+                          w->w.doc, w->w.doc ? strlen(w->w.doc) : 0, &sr);
+    sr.doc = w->w.is_delete ? NULL : w->doc;
+    /* A refusal is answered (and `w` freed) before this returns. */
+    struct embedded_op *sop = embedded_write_prepare(w->r->node->store, &sr, wp_store_answered, w);
+    if (!sop)
+        return;
+    w->sop = sop;
+    repl_commit_store_write(w->r, &w->w, sop, wp_stored, w);
+}
+
 static void wp_journal(struct write_op *w)
 {
     struct head_rec h;
@@ -294,7 +345,9 @@ static void wp_journal(struct write_op *w)
         wp_end_error(w, 500, "internal", "out of memory tagging the document");
         return;
     }
-    if (committer_submit(w->r->j->committer, wp_intent_apply, wp_intent_done, w, true) < 0)
+    if (w->r->node->store)
+        wp_store_write(w);
+    else if (committer_submit(w->r->j->committer, wp_intent_apply, wp_intent_done, w, true) < 0)
         wp_end_error(w, 500, "internal", "out of memory");
 }
 

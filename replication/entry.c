@@ -1,8 +1,11 @@
 #include "entry.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../util/jsonscan.h"
 
 void repl_write_clear(struct repl_write *w)
 {
@@ -137,27 +140,51 @@ int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err)
     return 0;
 }
 
+/* A finite double as Jansson writes one: 17 significant digits, and a
+ * ".0" when that reads as an integer, so it decodes as a real again. */
+static size_t frame_real(char *out, size_t cap, double v)
+{
+    int n = snprintf(out, cap, "%.17g", v);
+    if (n < 0 || (size_t)n >= cap - 2)
+        return 0;
+    if (!strpbrk(out, ".eE")) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return (size_t)n;
+}
+
 char *repl_write_frame(const struct repl_write *w)
 {
-    struct repl_write head = *w;
-    head.doc = NULL;
-    head.state = 0;
-    json_t *j = repl_write_to_json(&head);
-    if (j)
-        json_object_del(j, "doc");
-    char *text = entry_dump(j);
-    if (!text || !w->doc)
-        return text;
-    size_t tl = strlen(text), dl = strlen(w->doc);
-    char *frame = malloc(tl + dl + 8);
-    if (frame) {
-        memcpy(frame, text, tl - 1); /* without the closing brace */
-        memcpy(frame + tl - 1, ",\"doc\":", 7);
-        memcpy(frame + tl + 6, w->doc, dl);
-        memcpy(frame + tl + 6 + dl, "}", 2);
+    size_t cl = strlen(w->container), il = strlen(w->id), dl = w->doc ? strlen(w->doc) : 4;
+    char base[VERSION_TEXT_MAX], value[40];
+    if (!jsonscan_utf8(w->container, cl) || !jsonscan_utf8(w->id, il))
+        return NULL; /* as Jansson would refuse it */
+    version_format(w->base, base);
+    size_t cap = 200 + 6 * (cl + il) + dl + sizeof base + sizeof value;
+    char *f = malloc(cap);
+    if (!f)
+        return NULL;
+    size_t n = (size_t)snprintf(f, cap, "{\"origin\":%u,\"lsn\":%llu,\"hlc\":%llu,\"base\":%s%s%s,"
+                                "\"delete\":%s,\"container\":", w->origin,
+                                (unsigned long long)w->lsn, (unsigned long long)w->hlc,
+                                base[0] ? "\"" : "", base[0] ? base : "null", base[0] ? "\"" : "",
+                                w->is_delete ? "true" : "false");
+    n += jsonscan_quote(f + n, w->container, cl);
+    memcpy(f + n, ",\"id\":", 6);
+    n += 6;
+    n += jsonscan_quote(f + n, w->id, il);
+    if (w->has_value) {
+        size_t vl = frame_real(value, sizeof value, w->value);
+        if (!vl) {
+            free(f);
+            return NULL;
+        }
+        n += (size_t)snprintf(f + n, cap - n, ",\"value\":%s", value);
     }
-    free(text);
-    return frame;
+    /* The document as it is, unparsed: JSON Meridian produced itself. */
+    n += (size_t)snprintf(f + n, cap - n, ",\"doc\":%s}", w->doc ? w->doc : "null");
+    return f;
 }
 
 void clog_entry_clear(struct clog_entry *e)
@@ -262,6 +289,138 @@ int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err)
 fail:
     clog_entry_clear(e);
     return -1;
+}
+
+/* Where the documents of a log entry's text are ("doc" of "write" and of
+ * "head"), found without parsing them. `slow` when the text is anything but
+ * plain (escaped keys, invalid JSON): then Jansson does all of it. */
+struct doc_spans {
+    const char *at[2], *end[2];    /* [0] write, [1] head */
+    bool slow;
+};
+
+static void doc_span_find(const struct jsonscan_member *in, struct doc_spans *d, int which)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    if (!jsonscan_object_open(&o, in->value, in->value_end))
+        return;
+    while (jsonscan_member(&o, &m)) {
+        d->slow |= m.key_escaped;
+        if (m.key_len == 3 && memcmp(m.key, "doc", 3) == 0 && *m.value == '{') {
+            d->at[which] = m.value;
+            d->end[which] = m.value_end;
+        }
+    }
+    d->slow |= o.failed;
+}
+
+static void doc_spans_find(const char *text, size_t len, struct doc_spans *d)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    *d = (struct doc_spans){ .slow = !jsonscan_object_open(&o, text, text + len) };
+    while (!d->slow && jsonscan_member(&o, &m)) {
+        d->slow |= m.key_escaped;
+        if (m.key_len == 5 && memcmp(m.key, "write", 5) == 0)
+            doc_span_find(&m, d, 0);
+        else if (m.key_len == 4 && memcmp(m.key, "head", 4) == 0)
+            doc_span_find(&m, d, 1);
+    }
+    /* What follows the object is left to Jansson, which parses the rest. */
+    d->slow |= o.failed || (d->at[0] && d->at[1] && d->at[1] < d->at[0]);
+}
+
+/* The entry's text with each document replaced by {}: what Jansson parses. */
+static char *doc_spans_cut(const char *text, size_t len, const struct doc_spans *d, size_t *out)
+{
+    char *env = malloc(len + 1), *q = env;
+    const char *p = text;
+    if (!env)
+        return NULL;
+    for (int i = 0; i < 2; i++) {
+        if (!d->at[i])
+            continue;
+        memcpy(q, p, (size_t)(d->at[i] - p));
+        q += d->at[i] - p;
+        memcpy(q, "{}", 2);
+        q += 2;
+        p = d->end[i];
+    }
+    memcpy(q, p, (size_t)(text + len - p));
+    q += text + len - p;
+    *out = (size_t)(q - env);
+    return env;
+}
+
+static int doc_take(char **doc, const char *at, const char *end)
+{
+    if (!*doc || !at)
+        return 0;
+    free(*doc);
+    *doc = strndup(at, (size_t)(end - at));
+    return *doc ? 0 : -1;
+}
+
+/* Jansson's tree of the text with its documents cut out (of all of it when
+ * d->slow); *fast says which it was. */
+static json_t *doc_spans_load(const char *text, size_t len, const struct doc_spans *d,
+                              bool *fast, json_error_t *je)
+{
+    size_t elen = len;
+    char *env = d->slow ? NULL : doc_spans_cut(text, len, d, &elen);
+    *fast = env != NULL;
+    json_t *root = json_loadb(*fast ? env : text, elen, JSON_DECODE_ANY, je);
+    free(env);
+    return root;
+}
+
+int repl_write_parse(const char *text, size_t len, struct repl_write *w, struct err *err)
+{
+    struct doc_spans d = { .slow = false };
+    const struct jsonscan_member whole = { .value = text, .value_end = text + len };
+    json_error_t je;
+    bool fast;
+    doc_span_find(&whole, &d, 0);
+    json_t *root = doc_spans_load(text, len, &d, &fast, &je);
+    if (!root) {
+        memset(w, 0, sizeof *w);
+        return err_set(err, "a write must be JSON: %s", je.text);
+    }
+    int rc = repl_write_from_json(root, w, err);
+    json_decref(root);
+    if (rc == 0 && fast && doc_take(&w->doc, d.at[0], d.end[0]) < 0) {
+        repl_write_clear(w);
+        return err_set(err, "out of memory");
+    }
+    return rc;
+}
+
+int clog_entry_parse(const char *text, size_t len, struct clog_entry *e, struct err *err)
+{
+    struct doc_spans d;
+    json_error_t je;
+    bool fast;
+    doc_spans_find(text, len, &d);
+    json_t *root = doc_spans_load(text, len, &d, &fast, &je);
+    if (!root) {
+        memset(e, 0, sizeof *e);
+        return err_set(err, "a log entry must be JSON: %s", je.text);
+    }
+    int rc = clog_entry_from_json(root, e, err);
+    json_decref(root);
+    if (rc < 0 || !fast)
+        return rc;
+    /* A confirmed entry's head is its write. */
+    const char *head_at = d.at[1], *head_end = d.end[1];
+    if (e->outcome == LWW_CONFIRMED)
+        head_at = d.at[0], head_end = d.end[0];
+    if (doc_take(&e->w.doc, d.at[0], d.end[0]) < 0 ||
+        doc_take(&e->head_doc, head_at, head_end) < 0) {
+        clog_entry_clear(e);
+        return err_set(err, "out of memory");
+    }
+    return 0;
 }
 
 char *entry_dump(json_t *j)

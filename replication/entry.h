@@ -56,6 +56,10 @@ void repl_write_clear(struct repl_write *w);
 int repl_write_copy(struct repl_write *dst, const struct repl_write *src) MUST_CHECK;
 json_t *repl_write_to_json(const struct repl_write *w);
 int repl_write_from_json(const json_t *j, struct repl_write *w, struct err *err) MUST_CHECK;
+/* repl_write_from_json of a write's JSON text (a shipped frame), validated
+ * the same way, its document kept as the text holds it. */
+int repl_write_parse(const char *text, size_t len, struct repl_write *w,
+                     struct err *err) MUST_CHECK;
 
 /* The JSON text of a write as shipped (repl_write_to_json without "state"),
  * with the document spliced in as it is, unparsed: it must be JSON Meridian
@@ -67,6 +71,11 @@ json_t *clog_entry_to_json(const struct clog_entry *e);
 int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err) MUST_CHECK;
 /* "confirmed", "superseded", "resolved", "filed" or "dismissed". */
 const char *clog_outcome_name(enum lww_outcome o);
+/* clog_entry_from_json of the entry's JSON text, validated the same way,
+ * with the documents kept as the text holds them: they are checked, not
+ * parsed and written again. */
+int clog_entry_parse(const char *text, size_t len, struct clog_entry *e,
+                     struct err *err) MUST_CHECK;
 
 /* Compact JSON text of `j`, which it releases; the caller frees the text.
  * NULL when j is NULL or memory runs out. */

@@ -8,8 +8,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define JOURNAL_MAP_SIZE ((size_t)2 << 30)
-
 void journal_u64_key(unsigned char *p, uint64_t v)
 {
     for (int i = 7; i >= 0; i--, v >>= 8)
@@ -35,26 +33,21 @@ size_t journal_key(const char *container, const char *id, char *buf, size_t cap)
     return cl + 1 + il;
 }
 
-static int open_dbs(struct journal *j, struct err *err)
+/* The journal's databases; in another part's environment their names carry
+ * a prefix, so that they never mix with that part's own ("meta"). */
+static int open_dbs(struct journal *j, const char *prefix, struct err *err)
 {
+    static const char *const names[] = { "meta", "writes", "heads", "clog", "decided", "cheads",
+                                         "conflicts", "policies" };
+    MDB_dbi *dbis[] = { &j->meta, &j->writes, &j->heads, &j->clog, &j->decided, &j->cheads,
+                        &j->conflicts, &j->policies };
+    char name[64];
     MDB_txn *txn;
     int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &j->meta);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "writes", MDB_CREATE, &j->writes);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "heads", MDB_CREATE, &j->heads);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "clog", MDB_CREATE, &j->clog);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "decided", MDB_CREATE, &j->decided);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "cheads", MDB_CREATE, &j->cheads);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "conflicts", MDB_CREATE, &j->conflicts);
-    if (rc == 0)
-        rc = mdb_dbi_open(txn, "policies", MDB_CREATE, &j->policies);
+    for (size_t i = 0; rc == 0 && i < sizeof names / sizeof *names; i++) {
+        snprintf(name, sizeof name, "%s%s", prefix, names[i]);
+        rc = mdb_dbi_open(txn, name, MDB_CREATE, dbis[i]);
+    }
     if (rc != 0) {
         mdb_txn_abort(txn);
         return err_set(err, "replication state: %s", mdb_strerror(rc));
@@ -97,7 +90,7 @@ int journal_open(struct event_base *base, const char *dir, uint32_t region, stru
         err_set(err, "replication state in %s: %s", path, mdb_strerror(rc));
         goto fail;
     }
-    if (open_dbs(j, err) < 0 || committer_open(base, j->env, &j->committer, err) < 0)
+    if (open_dbs(j, "", err) < 0 || committer_open(base, j->env, &j->committer, err) < 0)
         goto fail;
     *out = j;
     return 0;
@@ -108,15 +101,33 @@ fail:
     return -1;
 }
 
+int journal_open_in(MDB_env *env, struct committer *c, uint32_t region, struct journal **out,
+                    struct err *err)
+{
+    struct journal *j = calloc(1, sizeof *j);
+    if (!j)
+        return err_set(err, "out of memory");
+    *j = (struct journal){ .env = env, .committer = c, .shared = true, .region = region };
+    if (open_dbs(j, "journal.", err) < 0) {
+        free(j);
+        return -1;
+    }
+    *out = j;
+    return 0;
+}
+
 void journal_close(struct journal *j)
 {
     if (!j)
         return;
-    committer_close(j->committer);
+    if (!j->shared)
+        committer_close(j->committer);
     if (j->rtxn)
         mdb_txn_abort(j->rtxn);
-    mdb_env_sync(j->env, 1);
-    mdb_env_close(j->env);
+    if (!j->shared) {
+        mdb_env_sync(j->env, 1);
+        mdb_env_close(j->env);
+    }
     free(j);
 }
 

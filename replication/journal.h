@@ -4,7 +4,9 @@
  * index (with tombstones), the confirmed log this region holds, and, at the
  * hub, the confirmed heads and per-origin "decided up to" marks. Every change
  * goes through one committer thread (group commit); reads run on the loop
- * against LMDB's memory map. Never half-applies a job. */
+ * against LMDB's memory map. Never half-applies a job. With the embedded
+ * store the databases live in the store's environment and the jobs go to
+ * its committer, so a write and its journal entry commit together. */
 #ifndef MERIDIAN_JOURNAL_H
 #define MERIDIAN_JOURNAL_H
 
@@ -18,6 +20,9 @@
 #include "entry.h"
 
 struct event_base;
+
+/* The LMDB map size of the journal's own environment (journal_open). */
+#define JOURNAL_MAP_SIZE ((size_t)2 << 30)
 
 /* What this region's backend holds for a key, as far as replication knows. */
 struct head_rec {
@@ -41,6 +46,7 @@ struct journal {
     MDB_dbi meta, writes, heads, clog, decided, cheads;
     MDB_dbi conflicts, policies;   /* replication/feed.c */
     struct committer *committer;
+    bool shared;             /* env and committer belong to the embedded store */
     MDB_txn *rtxn;           /* the loop's read transaction, reset between uses */
     uint32_t region;
     /* Loop-thread copies of meta, advanced by job completions. */
@@ -52,6 +58,11 @@ struct journal {
 
 int journal_open(struct event_base *base, const char *dir, uint32_t region, struct journal **out,
                  struct err *err) MUST_CHECK;
+/* The journal's databases (named "journal.*") inside another part's
+ * environment, its jobs on that part's committer (the environment must be
+ * opened with MDB_NOSYNC); journal_close then leaves both open. */
+int journal_open_in(MDB_env *env, struct committer *c, uint32_t region, struct journal **out,
+                    struct err *err) MUST_CHECK;
 void journal_close(struct journal *j);
 
 /* The loop's read transaction, renewed per use so it sees the latest commit

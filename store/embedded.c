@@ -9,17 +9,22 @@
  *     other methods       ───▶ 405              ─┘ NULL returned
  *     PUT/DELETE {coll}{id}, POST {coll}
  *       ───▶ embedded_write(): body checked with Jansson (400 at once),
- *            op queued under `lock`, committer signalled, op returned
+ *            one job queued on the committer, op returned
  *
- *   embedded_committer_main()                 committer thread
- *     takes the whole queue ──▶ embedded_apply_batch(): one write txn;
- *       per op, in order: preconditions (412), POST exists (409),
- *       DELETE absent (404), else write + next sequence
- *     one mdb_txn_commit (one fsync); on failure every op becomes a 500
- *     ──▶ embedded_deliver(): ops appended to the done list, eventfd written
+ *   committer thread (util/committer), one job per write
+ *     jobs queued meanwhile share one write txn and one fsync; each runs in
+ *     a nested txn: embedded_write_apply(): preconditions (412), POST exists
+ *     (409), DELETE absent (404), else write + next sequence. A write LMDB
+ *     cannot hold (MDB_MAP_FULL) fails alone, with a 500.
  *
- *   embedded_on_wake()                        event-loop thread
- *     takes the done list ──▶ done(ctx, resp) unless cancelled ──▶ op freed
+ *   embedded_job_done()                       event-loop thread
+ *     done(ctx, resp) unless cancelled ──▶ op freed
+ *
+ * Another part may keep its databases in the store's environment and commit
+ * a store write together with its own changes, in one job of the same
+ * committer (the replication journal does: one fsync for a replicated
+ * write): embedded_write_prepare() on the loop, embedded_write_apply() in
+ * its job, embedded_write_finish() on the loop.
  *
  * Data layout: db "docs" maps collection '\0' id to an 8-byte big-endian
  * sequence (the ETag) followed by the document's JSON text as received; db
@@ -28,26 +33,23 @@
  * contiguous and in id order. */
 #include "embedded.h"
 
+#include "../util/committer.h"
 #include "../util/fs.h"
+#include "../util/jsonscan.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include <event2/event.h>
 #include <jansson.h>
 #include <lmdb.h>
 
 #include "docpath.h"
 
-#define EMBEDDED_MAP_SIZE ((size_t)1 << 30)
 #define EMBEDDED_SEQ_LEN 8
 
 static const char embedded_oom_body[] =
@@ -56,7 +58,7 @@ static const char embedded_oom_body[] =
 enum embedded_kind { EMBEDDED_PUT, EMBEDDED_POST, EMBEDDED_DELETE };
 
 struct embedded_op {
-    struct embedded_op *next;
+    struct embedded *st;
     enum embedded_kind kind;
     char *key;                  /* collection '\0' id, NUL-terminated after the id */
     size_t key_len;             /* without that final NUL */
@@ -84,17 +86,8 @@ struct embedded {
     MDB_dbi meta;
     MDB_txn *rtxn;              /* the loop's read txn, reset between reads */
     size_t max_key;
-    int wake_fd;                /* eventfd: committer -> loop */
-    struct event *wake_ev;
-    pthread_t committer;
+    struct committer *committer; /* NULL once stopped */
     bool closing;               /* loop thread only */
-    pthread_mutex_t lock;       /* guards everything below */
-    pthread_cond_t wake_committer;
-    struct embedded_op *queue, **queue_tail;
-    struct embedded_op *finished, **finished_tail;
-    bool stopping;
-    bool committer_running;
-    unsigned long commits;
 };
 
 static uint64_t embedded_be64_get(const void *p)
@@ -574,12 +567,59 @@ static char *embedded_location(const struct embedded_op *op)
     return loc;
 }
 
+/* A PUT whose body the caller has checked already (valid JSON, an object):
+ * only its top-level "id" is looked at, by scanning, not parsing. Returns 1
+ * when the body needs the full treatment after all (an "id" that is not a
+ * plain string, an escaped member name), else as embedded_prepare_put. */
+static int embedded_prepare_checked(struct embedded_op *op, const struct store_request *req,
+                                    const struct docpath *dp, struct err *err)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m, id = { 0 };
+    bool empty = true;
+
+    if (!jsonscan_object_open(&o, req->body, req->body + req->body_len))
+        return 1;
+    while (jsonscan_member(&o, &m)) {
+        empty = false;
+        if (m.key_escaped)
+            return 1;
+        if (m.key_len == 2 && memcmp(m.key, "id", 2) == 0)
+            id = m;
+    }
+    if (o.failed || (id.value && (*id.value != '"' || memchr(id.value, '\\',
+                                                               (size_t)(id.value_end - id.value)))))
+        return 1;
+    if (id.value && ((size_t)(id.value_end - id.value) != dp->id_len + 2 ||
+                     memcmp(id.value + 1, dp->id, dp->id_len) != 0))
+        return err_set(err, "\"id\" in the body (%.*s) does not match the id in the path "
+                       "('%.200s')", (int)(id.value_end - id.value), id.value, dp->id);
+    if (id.value) {
+        op->doc = embedded_memdup(req->body, req->body_len);
+        op->doc_len = req->body_len;
+    } else {
+        op->doc = embedded_insert_id(req->body, req->body_len, dp->id, dp->id_len, empty,
+                                     &op->doc_len);
+    }
+    op->key = embedded_key_make(dp->coll, dp->coll_len, dp->id, dp->id_len, &op->key_len);
+    return 0;
+}
+
 /* Fills `op` from the request; -1 with a client-facing reason (400). */
 static int embedded_prepare_body(struct embedded_op *op, const struct store_request *req,
                                  const struct docpath *dp, struct err *err)
 {
-    json_t *doc = embedded_parse_object(req->body, req->body_len, err);
-    int rc;
+    int rc = 1;
+
+    if (req->checked && !req->doc && op->kind == EMBEDDED_PUT)
+        rc = embedded_prepare_checked(op, req, dp, err);
+    if (rc <= 0) {
+        if (rc == 0 && op->key && op->doc)
+            op->location = embedded_location(op);
+        return rc;
+    }
+    json_t *doc = req->doc ? json_incref((json_t *)req->doc)
+                           : embedded_parse_object(req->body, req->body_len, err);
 
     if (!doc)
         return -1;
@@ -610,18 +650,11 @@ static int embedded_prepare(struct embedded *st, struct embedded_op *op,
     return embedded_key_check(st, op->key_len, err);
 }
 
-static void embedded_enqueue(struct embedded *st, struct embedded_op *op)
-{
-    pthread_mutex_lock(&st->lock);
-    *st->queue_tail = op;
-    st->queue_tail = &op->next;
-    pthread_cond_signal(&st->wake_committer);
-    pthread_mutex_unlock(&st->lock);
-}
-
-static struct embedded_op *embedded_write(struct embedded *st, const struct store_request *req,
-                                          const struct docpath *dp, enum embedded_kind kind,
-                                          embedded_done_fn done, void *ctx)
+/* A write ready to apply, not yet queued; NULL when done was called with
+ * the refusal. */
+static struct embedded_op *embedded_write_new(struct embedded *st, const struct store_request *req,
+                                              const struct docpath *dp, enum embedded_kind kind,
+                                              embedded_done_fn done, void *ctx)
 {
     struct embedded_op *op = calloc(1, sizeof *op);
     struct err err;
@@ -630,6 +663,7 @@ static struct embedded_op *embedded_write(struct embedded *st, const struct stor
         embedded_reply_error(done, ctx, 500, "internal", NULL, "out of memory");
         return NULL;
     }
+    op->st = st;
     op->kind = kind;
     op->done = done;
     op->ctx = ctx;
@@ -638,7 +672,6 @@ static struct embedded_op *embedded_write(struct embedded *st, const struct stor
         embedded_reply_error(done, ctx, 400, "bad_request", NULL, err.msg);
         return NULL;
     }
-    embedded_enqueue(st, op);
     return op;
 }
 
@@ -747,15 +780,6 @@ static int embedded_apply_op(struct embedded *st, MDB_txn *txn, struct embedded_
     return embedded_apply_put(st, txn, op, rc == 0, seq, err);
 }
 
-/* A failed batch: nothing was applied, and every op says why. */
-static void embedded_batch_fail(struct embedded_op *batch, const char *reason)
-{
-    for (struct embedded_op *op = batch; op; op = op->next) {
-        embedded_op_fail(op, 500, "store_error", reason);
-        op->etag[0] = '\0';
-    }
-}
-
 static int embedded_meta_put_seq(struct embedded *st, MDB_txn *txn, uint64_t seq,
                                  struct err *err)
 {
@@ -769,99 +793,40 @@ static int embedded_meta_put_seq(struct embedded *st, MDB_txn *txn, uint64_t seq
     return 0;
 }
 
-/* Applies every op of the batch inside `txn`, in queue order, so each op's
- * checks see the ops before it. Returns 1 when there is something to commit,
- * 0 when every op was refused, -1 on an LMDB failure. */
-static int embedded_apply_all(struct embedded *st, MDB_txn *txn, struct embedded_op *batch,
-                              struct err *err)
+int embedded_write_apply(struct embedded *st, MDB_txn *txn, struct embedded_op *op,
+                         struct err *err)
 {
     uint64_t seq0, seq;
 
     if (embedded_meta_seq(st, txn, &seq0, err) < 0)
         return -1;
     seq = seq0;
-    for (struct embedded_op *op = batch; op; op = op->next)
-        if (embedded_apply_op(st, txn, op, &seq, err) < 0)
-            return -1;
-    if (seq == seq0)
-        return 0;
-    return embedded_meta_put_seq(st, txn, seq, err) < 0 ? -1 : 1;
+    if (embedded_apply_op(st, txn, op, &seq, err) < 0)
+        return -1;
+    return seq == seq0 ? 0 : embedded_meta_put_seq(st, txn, seq, err);
 }
 
-/* Runs the whole batch in one write txn and one durable commit; when any of
- * it fails, all of it does. */
-static void embedded_apply_batch(struct embedded *st, struct embedded_op *batch)
+int embedded_write_status(const struct embedded_op *op)
 {
-    MDB_txn *txn;
-    struct err err;
-    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-
-    if (rc != 0) {
-        err_set(&err, "cannot begin a write transaction: %s", mdb_strerror(rc));
-        embedded_batch_fail(batch, err.msg);
-        return;
-    }
-    rc = embedded_apply_all(st, txn, batch, &err);
-    if (rc <= 0) {
-        /* Nothing to make durable, or nothing may be: no fsync either way. */
-        mdb_txn_abort(txn);
-        if (rc < 0)
-            embedded_batch_fail(batch, err.msg);
-        return;
-    }
-    rc = mdb_txn_commit(txn);
-    if (rc != 0) {
-        err_set(&err, "commit failed: %s", mdb_strerror(rc));
-        embedded_batch_fail(batch, err.msg);
-        return;
-    }
-    pthread_mutex_lock(&st->lock);
-    st->commits++;
-    pthread_mutex_unlock(&st->lock);
+    return op->status;
 }
 
-/* Hands a finished batch to the loop thread, in queue order. */
-static void embedded_deliver(struct embedded *st, struct embedded_op *batch)
+static int embedded_job_apply(MDB_txn *txn, void *arg, struct err *err)
 {
-    struct embedded_op *last = batch;
-    uint64_t one = 1;
+    struct embedded_op *op = arg;
 
-    while (last->next)
-        last = last->next;
-    pthread_mutex_lock(&st->lock);
-    *st->finished_tail = batch;
-    st->finished_tail = &last->next;
-    pthread_mutex_unlock(&st->lock);
-    /* Can only fail if the counter would overflow, which then still wakes. */
-    if (write(st->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-        perror("embedded: eventfd write");
-}
-
-static void *embedded_committer_main(void *arg)
-{
-    struct embedded *st = arg;
-
-    for (;;) {
-        pthread_mutex_lock(&st->lock);
-        while (!st->queue && !st->stopping)
-            pthread_cond_wait(&st->wake_committer, &st->lock);
-        struct embedded_op *batch = st->queue;
-        st->queue = NULL;
-        st->queue_tail = &st->queue;
-        if (!batch)
-            st->committer_running = false;
-        pthread_mutex_unlock(&st->lock);
-        if (!batch)
-            return NULL;
-        embedded_apply_batch(st, batch);
-        embedded_deliver(st, batch);
-    }
+    return embedded_write_apply(op->st, txn, op, err);
 }
 
 /* ---- completions, on the loop thread ---------------------------------- */
 
-static void embedded_op_finish(struct embedded_op *op)
+void embedded_write_finish(struct embedded_op *op, int rc, const char *reason)
 {
+    if (rc < 0) {
+        /* Rolled back: nothing of this write is visible. */
+        embedded_op_fail(op, 500, "store_error", reason);
+        op->etag[0] = '\0';
+    }
     struct store_response resp = {
         .status = op->status,
         .etag = op->etag[0] ? op->etag : NULL,
@@ -874,34 +839,30 @@ static void embedded_op_finish(struct embedded_op *op)
         resp.body = embedded_oom_body;
         resp.body_len = sizeof embedded_oom_body - 1;
     }
-    if (!op->cancelled)
+    if (!op->cancelled && op->done)
         op->done(op->ctx, &resp);
     embedded_op_free(op);
 }
 
-static void embedded_drain_finished(struct embedded *st)
+static void embedded_job_done(void *arg, int rc, const char *reason)
 {
-    pthread_mutex_lock(&st->lock);
-    struct embedded_op *op = st->finished;
-    st->finished = NULL;
-    st->finished_tail = &st->finished;
-    pthread_mutex_unlock(&st->lock);
-    while (op) {
-        struct embedded_op *next = op->next;
-        embedded_op_finish(op);
-        op = next;
-    }
+    embedded_write_finish(arg, rc, reason);
 }
 
-static void embedded_on_wake(evutil_socket_t fd, short what, void *arg)
+/* Queues a prepared write as one durable committer job. */
+static struct embedded_op *embedded_write(struct embedded *st, const struct store_request *req,
+                                          const struct docpath *dp, enum embedded_kind kind,
+                                          embedded_done_fn done, void *ctx)
 {
-    uint64_t n;
+    struct embedded_op *op = embedded_write_new(st, req, dp, kind, done, ctx);
 
-    (void)what;
-    /* Resets the eventfd counter; one wake may stand for several batches. */
-    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
-        perror("embedded: eventfd read");
-    embedded_drain_finished(arg);
+    if (op && committer_submit(st->committer, embedded_job_apply, embedded_job_done, op,
+                               true) < 0) {
+        embedded_op_free(op);
+        embedded_reply_error(done, ctx, 500, "internal", NULL, "out of memory");
+        return NULL;
+    }
+    return op;
 }
 
 /* ---- the public calls ------------------------------------------------- */
@@ -911,25 +872,29 @@ static bool embedded_is(const char *method, const char *name)
     return method && strcmp(method, name) == 0;
 }
 
-/* Routes a parsed request by method and path shape; returns the queued op of a
- * write, NULL when done was already called. */
+/* Routes a parsed request by method and path shape; returns the op of a
+ * write (queued on the committer when `queue`, else only prepared), NULL
+ * when done was already called. Unqueued means a write is expected. */
 static struct embedded_op *embedded_dispatch(struct embedded *st, const struct store_request *req,
-                                             const struct docpath *dp, embedded_done_fn done,
-                                             void *ctx)
+                                             const struct docpath *dp, bool queue,
+                                             embedded_done_fn done, void *ctx)
 {
     bool read = embedded_is(req->method, "GET") || embedded_is(req->method, "HEAD");
+    struct embedded_op *(*write)(struct embedded *, const struct store_request *,
+                                 const struct docpath *, enum embedded_kind, embedded_done_fn,
+                                 void *) = queue ? embedded_write : embedded_write_new;
     struct err err;
 
-    if (read && dp->id)
+    if (read && dp->id && queue)
         embedded_get(st, dp, done, ctx);
-    else if (read)
+    else if (read && queue)
         embedded_list(st, dp, done, ctx);
     else if (!dp->id && embedded_is(req->method, "POST"))
-        return embedded_write(st, req, dp, EMBEDDED_POST, done, ctx);
+        return write(st, req, dp, EMBEDDED_POST, done, ctx);
     else if (dp->id && embedded_is(req->method, "PUT"))
-        return embedded_write(st, req, dp, EMBEDDED_PUT, done, ctx);
+        return write(st, req, dp, EMBEDDED_PUT, done, ctx);
     else if (dp->id && embedded_is(req->method, "DELETE"))
-        return embedded_write(st, req, dp, EMBEDDED_DELETE, done, ctx);
+        return write(st, req, dp, EMBEDDED_DELETE, done, ctx);
     else {
         const char *allow = dp->id ? "GET, HEAD, PUT, DELETE" : "GET, HEAD, POST";
         err_set(&err, "%.20s is not allowed on %s; allowed: %s",
@@ -940,8 +905,8 @@ static struct embedded_op *embedded_dispatch(struct embedded *st, const struct s
     return NULL;
 }
 
-struct embedded_op *embedded_handle(struct embedded *st, const struct store_request *req,
-                                    embedded_done_fn done, void *ctx)
+static struct embedded_op *embedded_route(struct embedded *st, const struct store_request *req,
+                                          bool queue, embedded_done_fn done, void *ctx)
 {
     struct docpath dp;
     struct err err;
@@ -955,9 +920,21 @@ struct embedded_op *embedded_handle(struct embedded *st, const struct store_requ
     if (docpath_parse(req->path, req->path_len, &dp, &err) < 0)
         embedded_reply_error(done, ctx, 400, "bad_request", NULL, err.msg);
     else
-        op = embedded_dispatch(st, req, &dp, done, ctx);
+        op = embedded_dispatch(st, req, &dp, queue, done, ctx);
     docpath_release(&dp);
     return op;
+}
+
+struct embedded_op *embedded_handle(struct embedded *st, const struct store_request *req,
+                                    embedded_done_fn done, void *ctx)
+{
+    return embedded_route(st, req, true, done, ctx);
+}
+
+struct embedded_op *embedded_write_prepare(struct embedded *st, const struct store_request *req,
+                                           embedded_done_fn done, void *ctx)
+{
+    return embedded_route(st, req, false, done, ctx);
 }
 
 void embedded_cancel(struct embedded_op *op)
@@ -968,15 +945,12 @@ void embedded_cancel(struct embedded_op *op)
 
 int embedded_check(struct embedded *st, struct err *err)
 {
-    bool running;
-
     if (!st || !st->env)
         return err_set(err, "the embedded store is not open");
-    pthread_mutex_lock(&st->lock);
-    running = st->committer_running && !st->stopping;
-    pthread_mutex_unlock(&st->lock);
-    if (!running)
+    if (!st->committer)
         return err_set(err, "the embedded store's committer thread is not running");
+    if (committer_check(st->committer, err) < 0)
+        return -1;
     /* A panicked environment refuses every txn: a read proves it is not. */
     if (embedded_rtxn_begin(st, err) < 0)
         return -1;
@@ -986,10 +960,17 @@ int embedded_check(struct embedded *st, struct err *err)
 
 unsigned long embedded_commit_count(struct embedded *st)
 {
-    pthread_mutex_lock(&st->lock);
-    unsigned long n = st->commits;
-    pthread_mutex_unlock(&st->lock);
-    return n;
+    return st->committer ? committer_batches(st->committer) : 0;
+}
+
+MDB_env *embedded_env(struct embedded *st)
+{
+    return st->env;
+}
+
+struct committer *embedded_committer(struct embedded *st)
+{
+    return st->committer;
 }
 
 /* ---- opening and closing ---------------------------------------------- */
@@ -1007,6 +988,8 @@ static int embedded_dbs_open(struct embedded *st, struct err *err)
         rc = mdb_txn_commit(txn);
     else if (txn)
         mdb_txn_abort(txn);
+    if (rc == 0)
+        rc = mdb_env_sync(st->env, 1);
     if (rc != 0)
         return err_set(err, "cannot open the store's databases: %s", mdb_strerror(rc));
     /* The loop's read txn lives as long as the store, reset between reads. */
@@ -1025,9 +1008,10 @@ static int embedded_env_open(struct embedded *st, const char *dir, size_t map_si
     if (rc != 0)
         return err_set(err, "cannot create the LMDB environment: %s", mdb_strerror(rc));
     if ((rc = mdb_env_set_mapsize(st->env, map_size)) != 0 ||
-        (rc = mdb_env_set_maxdbs(st->env, 2)) != 0 ||
-        /* MDB_NOTLS: the read txn belongs to the loop, not to a thread slot. */
-        (rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0644)) != 0) {
+        (rc = mdb_env_set_maxdbs(st->env, EMBEDDED_MAX_DBS)) != 0 ||
+        /* MDB_NOTLS: the read txn belongs to the loop, not to a thread slot.
+         * MDB_NOSYNC: the committer syncs, once per batch. */
+        (rc = mdb_env_open(st->env, dir, MDB_NOTLS | MDB_NOSYNC, 0644)) != 0) {
         err_set(err, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }
@@ -1038,25 +1022,12 @@ static int embedded_env_open(struct embedded *st, const char *dir, size_t map_si
         goto fail;
     return 0;
 fail:
+    if (st->rtxn)
+        mdb_txn_abort(st->rtxn);
+    st->rtxn = NULL;
     mdb_env_close(st->env);
     st->env = NULL;
     return -1;
-}
-
-static int embedded_wake_open(struct embedded *st, struct err *err)
-{
-    st->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (st->wake_fd < 0)
-        return err_set(err, "cannot create the store's eventfd: %s", strerror(errno));
-    st->wake_ev = event_new(st->base, st->wake_fd, EV_READ | EV_PERSIST, embedded_on_wake, st);
-    if (!st->wake_ev || event_add(st->wake_ev, NULL) < 0) {
-        event_free(st->wake_ev);
-        st->wake_ev = NULL;
-        close(st->wake_fd);
-        st->wake_fd = -1;
-        return err_set(err, "cannot watch the store's eventfd");
-    }
-    return 0;
 }
 
 int embedded_open_sized(struct event_base *base, const char *dir, size_t map_size,
@@ -1069,35 +1040,17 @@ int embedded_open_sized(struct event_base *base, const char *dir, size_t map_siz
     if (!st)
         return err_set(err, "out of memory");
     st->base = base;
-    st->queue_tail = &st->queue;
-    st->finished_tail = &st->finished;
     if (fs_mkdirs(dir, err) < 0)
         goto fail_free;
-    if (pthread_mutex_init(&st->lock, NULL) != 0)
-        goto fail_free;
-    if (pthread_cond_init(&st->wake_committer, NULL) != 0)
-        goto fail_mutex;
     if (embedded_env_open(st, dir, map_size, err) < 0)
-        goto fail_cond;
-    if (embedded_wake_open(st, err) < 0)
+        goto fail_free;
+    if (committer_open(base, st->env, &st->committer, err) < 0)
         goto fail_env;
-    st->committer_running = true;
-    if (pthread_create(&st->committer, NULL, embedded_committer_main, st) != 0) {
-        err_set(err, "cannot start the store's committer thread");
-        goto fail_wake;
-    }
     *out = st;
     return 0;
-fail_wake:
-    event_free(st->wake_ev);
-    close(st->wake_fd);
 fail_env:
     mdb_txn_abort(st->rtxn);
     mdb_env_close(st->env);
-fail_cond:
-    pthread_cond_destroy(&st->wake_committer);
-fail_mutex:
-    pthread_mutex_destroy(&st->lock);
 fail_free:
     free(st);
     return -1;
@@ -1109,23 +1062,23 @@ int embedded_open(struct event_base *base, const char *dir, struct embedded **ou
     return embedded_open_sized(base, dir, EMBEDDED_MAP_SIZE, out, err);
 }
 
-void embedded_close(struct embedded *st)
+void embedded_stop(struct embedded *st)
 {
     if (!st)
         return;
     st->closing = true;
-    pthread_mutex_lock(&st->lock);
-    st->stopping = true;
-    pthread_cond_signal(&st->wake_committer);
-    pthread_mutex_unlock(&st->lock);
-    /* The committer drains the queue before it sees `stopping`. */
-    pthread_join(st->committer, NULL);
-    embedded_drain_finished(st);
-    event_free(st->wake_ev);
-    close(st->wake_fd);
+    /* Applies what is queued and delivers every completion first. */
+    committer_close(st->committer);
+    st->committer = NULL;
+}
+
+void embedded_close(struct embedded *st)
+{
+    if (!st)
+        return;
+    embedded_stop(st);
     mdb_txn_abort(st->rtxn);
+    mdb_env_sync(st->env, 1);
     mdb_env_close(st->env);
-    pthread_cond_destroy(&st->wake_committer);
-    pthread_mutex_destroy(&st->lock);
     free(st);
 }

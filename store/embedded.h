@@ -1,7 +1,9 @@
 /* embedded: an LMDB-backed single-writer JSON document store inside the node,
  * reached through the same request path as an HTTP backend (`backend: embedded`).
- * Owns its LMDB environment under the region's data_dir and one committer
- * thread that groups concurrent writes into one transaction and one fsync.
+ * Owns its LMDB environment under the region's data_dir and its committer
+ * (util/committer: concurrent writes share one transaction and one fsync).
+ * Another part may keep its databases in the same environment and commit a
+ * store write together with its own changes (the replication journal does).
  * Never blocks the event loop on a disk sync; never acknowledges a write before
  * its transaction is durable.
  *
@@ -22,11 +24,20 @@
 #ifndef MERIDIAN_EMBEDDED_H
 #define MERIDIAN_EMBEDDED_H
 
+#include <lmdb.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../util/err.h"
 
+/* The LMDB map size embedded_open uses: the most the store can ever hold. */
+#define EMBEDDED_MAP_SIZE ((size_t)1 << 30)
+/* LMDB databases in the environment: the store's two, and a sharing part's. */
+#define EMBEDDED_MAX_DBS 16
+
 struct event_base;
+struct committer;
+struct json_t;
 struct embedded;
 struct embedded_op;
 
@@ -38,6 +49,12 @@ struct store_request {
     const char *if_none_match;   /* header value or NULL */
     const char *body;
     size_t body_len;
+    /* The body already parsed by the caller (a JSON object whose text is
+     * `body`), or NULL: saves parsing it again. */
+    const struct json_t *doc;
+    /* The body is known to be a JSON object (a document from the confirmed
+     * log, checked when it arrived): a PUT only scans it for its "id". */
+    bool checked;
 };
 
 struct store_response {
@@ -57,15 +74,19 @@ typedef void (*embedded_done_fn)(void *ctx, const struct store_response *resp);
 int embedded_open(struct event_base *base, const char *dir, struct embedded **out,
                   struct err *err) MUST_CHECK;
 
-/* As embedded_open, with the LMDB map size in bytes: the most the store can
- * ever hold (embedded_open uses 1 GiB). */
+/* As embedded_open, with the LMDB map size in bytes (embedded_open uses
+ * EMBEDDED_MAP_SIZE). */
 int embedded_open_sized(struct event_base *base, const char *dir, size_t map_size,
                         struct embedded **out, struct err *err) MUST_CHECK;
 
-/* Stops the committer after finishing queued writes, closes LMDB. Writes that
- * completed but were not yet delivered get their done called (unless
- * cancelled) before it returns. Call on the loop thread, never from a done
- * callback. */
+/* Stops the committer after finishing queued jobs (a sharing part's too):
+ * every completion not yet delivered runs (unless cancelled) before it
+ * returns; new requests get 503. Then embedded_close. */
+void embedded_stop(struct embedded *st);
+
+/* Stops (when not stopped yet) and closes LMDB. Call on the loop thread,
+ * never from a done callback; a part sharing the environment must be closed
+ * first. */
 void embedded_close(struct embedded *st);
 
 /* Serves one request. Reads may complete before this returns (done is called
@@ -83,6 +104,28 @@ void embedded_cancel(struct embedded_op *op);
 
 /* 0 when the store can commit (used by /_meridian/ready); -1 with a reason otherwise. */
 int embedded_check(struct embedded *st, struct err *err) MUST_CHECK;
+
+/* The environment and committer, for a part that keeps its databases next
+ * to the store's (at most EMBEDDED_MAX_DBS - 2 of them) and submits its jobs
+ * to the same committer; valid until embedded_stop / embedded_close. */
+MDB_env *embedded_env(struct embedded *st);
+struct committer *embedded_committer(struct embedded *st);
+
+/* A write committed as part of another job of the store's committer:
+ * embedded_write_prepare checks the request like embedded_handle (PUT,
+ * POST, DELETE only); NULL means done was already called with the refusal
+ * (400, 405, 503). The caller then runs embedded_write_apply inside its own
+ * job's transaction (committer thread; -1 only for an LMDB failure: the job
+ * must then fail, so nothing of it stays), may look at
+ * embedded_write_status there (2xx: applied; 404, 409, 412: refused,
+ * nothing changed), and calls embedded_write_finish on the loop with the
+ * job's result, which calls done (a 500 when rc < 0) and frees the op. */
+struct embedded_op *embedded_write_prepare(struct embedded *st, const struct store_request *req,
+                                           embedded_done_fn done, void *ctx);
+int embedded_write_apply(struct embedded *st, MDB_txn *txn, struct embedded_op *op,
+                         struct err *err) MUST_CHECK;
+int embedded_write_status(const struct embedded_op *op);
+void embedded_write_finish(struct embedded_op *op, int rc, const char *reason);
 
 /* Write transactions committed so far; grouping makes it far fewer than the
  * writes acknowledged (exposed for tests and metrics). */

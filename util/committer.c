@@ -102,7 +102,7 @@ static void batch_apply(struct committer *c, struct job *batch)
         rc = mdb_env_sync(c->env, 1);
     if (rc != 0) {
         char why[200];
-        snprintf(why, sizeof why, "journal commit failed: %s", mdb_strerror(rc));
+        snprintf(why, sizeof why, "commit failed: %s", mdb_strerror(rc));
         batch_fail(batch, why);
         snprintf(c->last_error, sizeof c->last_error, "%s", why);
     }
@@ -187,7 +187,7 @@ fail:
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c);
-    return err_set(err, "cannot start the journal committer thread");
+    return err_set(err, "cannot start a committer thread");
 }
 
 int committer_submit(struct committer *c, committer_apply_fn apply, committer_done_fn done,

@@ -3,6 +3,7 @@ are refused with 400 in every region, and nothing of them is journaled or
 replicated (issue 4, test 6)."""
 
 import json
+import time
 import uuid
 
 import pytest
@@ -153,3 +154,41 @@ def test_forged_metadata_is_counted(make_cluster, region_name):
     reason = resp.json().get("reason", "")
     assert "_meridian" in reason, resp
     assert h.metric_sum(r.metrics(), "meridian_writes_forged_total") == before + 1
+
+
+def test_hub_rejects_the_first_bad_frame_alone(make_cluster):
+    """A shipped batch is decided frame by frame up to the first bad one,
+    which is rejected alone with its reason; a body that is not JSON is a
+    400. (The hub reads frames without parsing their documents; a document
+    that is not valid JSON must still make its frame bad.)"""
+    cluster = make_cluster("embedded")
+    hub, west = cluster.hub, cluster.regions[1]
+    wid = west.id
+    tag = uuid.uuid4().hex[:8]
+
+    def frame(lsn, doc):
+        return ('{"origin":%d,"lsn":%d,"hlc":%d,"base":null,"delete":false,'
+                '"container":"orders","id":"%s-%d","doc":%s}'
+                % (wid, lsn, (int(time.time() * 1000) << 16), tag, lsn, doc))
+
+    good = '{"id":"%s-1","tenantId":"t","version":1, "n": 1.50}' % tag
+    bad_docs = [b'{"a":"\xc3"}', b'{"a":01}', b'[1]']
+    for k, bad in enumerate(bad_docs):
+        base = 1000 * (k + 1)
+        body = ('{"origin":%d,"hlc":1,"writes":[%s,%s,%s]}' % (
+            wid, frame(base + 1, good.replace("-1", "-%d" % (base + 1))),
+            frame(base + 2, "BAD"), frame(base + 3, "{}"))).encode().replace(b"BAD", bad)
+        r = h.request(hub.peer_port, "POST", "/_meridian/v1/ship", body=body,
+                      headers={"Content-Type": "application/json"})
+        if k < 2:
+            # Not JSON at all: the whole body is refused, nothing decided.
+            assert r.status == 400, (bad, r)
+            continue
+        assert r.status == 200, (bad, r)
+        ans = r.json()
+        assert ans["decided_upto"] == base + 1, ans
+        assert [x["frame"] for x in ans["rejected"]] == [1], ans
+        assert "doc" in ans["rejected"][0]["reason"], ans
+    r = h.request(hub.peer_port, "POST", "/_meridian/v1/ship", body=b'{"origin":2,"writes":[',
+                  headers={"Content-Type": "application/json"})
+    assert r.status == 400, r

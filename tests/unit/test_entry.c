@@ -79,15 +79,31 @@ static void write_round_trip(const struct repl_write *in, struct repl_write *out
     free(text);
 }
 
+/* to_json → text → parse, both ways a node decodes a log entry: from the
+ * parsed tree (clog_entry_from_json) and from the text with its documents
+ * kept as text (clog_entry_parse, the follower's and the applier's). Both
+ * must agree; `out` is the latter. */
 static void clog_round_trip(const struct clog_entry *in, struct clog_entry *out)
 {
     struct err err = { "" };
+    struct clog_entry tree;
     char *text = entry_dump(clog_entry_to_json(in));
     cr_assert_not_null(text, "encoding failed");
     json_t *root = json_loads(text, 0, NULL);
     cr_assert_not_null(root, "encoder wrote unparsable JSON: %s", text);
-    cr_assert_eq(clog_entry_from_json(root, out, &err), 0, "decode of %s: %s", text, err.msg);
+    cr_assert_eq(clog_entry_from_json(root, &tree, &err), 0, "decode of %s: %s", text, err.msg);
     json_decref(root);
+    cr_assert_eq(clog_entry_parse(text, strlen(text), out, &err), 0, "parse of %s: %s", text,
+                 err.msg);
+    cr_expect_eq(out->crts, tree.crts);
+    cr_expect_eq(out->outcome, tree.outcome);
+    cr_expect_eq(out->conflict, tree.conflict);
+    expect_same_write(&out->w, &tree.w);
+    cr_expect(version_eq(out->head, tree.head));
+    cr_expect_eq(out->head_hlc, tree.head_hlc);
+    cr_expect_eq(out->head_delete, tree.head_delete);
+    expect_same_doc(out->head_doc, tree.head_doc, "head doc, parse vs from_json");
+    clog_entry_clear(&tree);
     free(text);
 }
 
@@ -504,7 +520,58 @@ Test(entry, malformed_log_entries_are_refused_naming_the_field)
         cr_expect(e.w.container == NULL && e.w.id == NULL && e.w.doc == NULL && e.head_doc == NULL,
                   "%s: leftovers", f->name);
         json_decref(root);
+        cr_expect_eq(clog_entry_parse(f->json, strlen(f->json), &e, &err), -1,
+                     "%s: accepted by clog_entry_parse", f->name);
+        cr_expect(strstr(err.msg, f->field) != NULL, "%s: parse reason \"%s\" does not name %s",
+                  f->name, err.msg, f->field);
+        cr_expect(e.w.container == NULL && e.w.doc == NULL && e.head_doc == NULL,
+                  "%s: parse leftovers", f->name);
     }
+}
+
+#define ENTRY_HEAD "{\"crts\":9,\"write\":{\"origin\":2,\"lsn\":3,\"hlc\":4,\"base\":null," \
+                   "\"delete\":false,\"container\":\"c\",\"id\":\"i\",\"doc\":"
+#define ENTRY_TAIL "},\"outcome\":\"confirmed\",\"conflict\":\"none\"}"
+
+/* The documents are kept as the hub sent them, byte for byte (number
+ * formatting, member order, escapes), for the write and as the head. */
+Test(entry, parse_keeps_documents_as_sent)
+{
+    const char *doc = "{\"n\":1.50,\"b\":[true,null,{}],\"s\":\"\\u00e9\\n\xc3\xa9\",\"a\":-0e+1}";
+    char text[512];
+    struct clog_entry e;
+    struct err err;
+    snprintf(text, sizeof text, "%s%s%s", ENTRY_HEAD, doc, ENTRY_TAIL);
+    cr_assert_eq(clog_entry_parse(text, strlen(text), &e, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(e.w.doc, doc);
+    cr_expect_str_eq(e.head_doc, doc);
+    cr_expect_eq(e.crts, 9);
+    clog_entry_clear(&e);
+}
+
+/* A document that is not valid JSON makes the whole entry invalid, as it
+ * does for Jansson; an escaped member name is still understood. */
+Test(entry, parse_checks_documents_it_does_not_parse)
+{
+    static const char *const bad[] = {
+        "{\"a\":\"\xc3\"}", "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":01}", "{\"a\":1.}",
+        "{\"a\":\"\\u0000\"}", "{\"a\":\"\\x\"}", "{\"a\":tru}", "{\"a\":[1,]}",
+        "{\"a\":1,}", "{\"a\" 1}", "{\"a\":\"\t\"}", "{\"a\":{\"b\":[}}",
+    };
+    char text[512];
+    struct clog_entry e;
+    struct err err;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "%s%s%s", ENTRY_HEAD, bad[i], ENTRY_TAIL);
+        cr_expect_eq(clog_entry_parse(text, strlen(text), &e, &err), -1, "accepted %s", bad[i]);
+    }
+    snprintf(text, sizeof text, "%s",
+             "{\"crts\":9,\"write\":{\"origin\":2,\"lsn\":3,\"hlc\":4,\"base\":null,"
+             "\"delete\":false,\"container\":\"c\",\"id\":\"i\",\"d\\u006fc\":{\"x\":1}"
+             ENTRY_TAIL);
+    cr_assert_eq(clog_entry_parse(text, strlen(text), &e, &err), 0, "%s: %s", text, err.msg);
+    expect_same_doc(e.w.doc, "{\"x\":1}", "escaped key");
+    clog_entry_clear(&e);
 }
 
 /* A present but unreadable conflict kind is a bad frame like any other: it
@@ -638,4 +705,40 @@ Test(entry, lww_input_carries_the_write_fields)
     cr_expect(l.is_delete);
     cr_expect_not(l.has_value);
     repl_write_clear(&w);
+}
+
+/* A shipped frame is written without Jansson: it must decode to the same
+ * write (escapes in the id, a whole-number value, a base, a delete). */
+Test(entry, frame_decodes_to_the_same_write)
+{
+    struct repl_write in[] = {
+        mkwrite(3, 8, HLC(T0, 1), (struct version){ 2, 40 }, false, "{\"v\":1,\"s\":\"\\u00e9\"}"),
+        mkwrite(3, 9, HLC(T0, 2), VERSION_NONE, true, NULL),
+    };
+    free(in[0].id);
+    in[0].id = strdup("a\"b\\c\n\x01\xc3\xa9/d");
+    in[0].has_value = true;
+    in[0].value = 42;
+    in[1].has_value = true;
+    in[1].value = -0.1;
+    for (size_t i = 0; i < 2; i++) {
+        struct repl_write out;
+        struct err err = { "" };
+        char *frame = repl_write_frame(&in[i]);
+        cr_assert_not_null(frame);
+        json_t *root = json_loads(frame, 0, NULL);
+        cr_assert_not_null(root, "unparsable frame %s", frame);
+        cr_assert_eq(repl_write_from_json(root, &out, &err), 0, "%s: %s", frame, err.msg);
+        expect_same_write(&out, &in[i]);
+        cr_expect(json_is_real(json_object_get(root, "value")), "%s", frame);
+        json_decref(root);
+        repl_write_clear(&out);
+        free(frame);
+        repl_write_clear(&in[i]);
+    }
+    struct repl_write bad = mkwrite(3, 10, HLC(T0, 3), VERSION_NONE, false, "{}");
+    free(bad.id);
+    bad.id = strdup("\xc3");
+    cr_expect_null(repl_write_frame(&bad), "an id that is not UTF-8 cannot be shipped");
+    repl_write_clear(&bad);
 }

@@ -1,0 +1,293 @@
+#include "jsonscan.h"
+
+#include <string.h>
+
+#define JSONSCAN_DEPTH_MAX 2048
+
+static const char *ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static int hex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* One UTF-8 sequence of 2..4 bytes at p (lead byte >= 0x80); its length or 0. */
+static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+/* \uXXXX at p (after the backslash and 'u'); NUL is refused, as Jansson does. */
+static const char *escape_u(const char *p, const char *end)
+{
+    int v = 0;
+    if (end - p < 4)
+        return NULL;
+    for (int i = 0; i < 4; i++) {
+        int h = hex(p[i]);
+        if (h < 0)
+            return NULL;
+        v = v << 4 | h;
+    }
+    return v == 0 ? NULL : p + 4;
+}
+
+/* A string starting at its opening quote; sets *escaped when it holds one. */
+static const char *string(const char *p, const char *end, bool *escaped)
+{
+    if (p >= end || *p != '"')
+        return NULL;
+    p++;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"')
+            return p + 1;
+        if (c < 0x20)
+            return NULL;
+        if (c == '\\') {
+            *escaped = true;
+            if (++p >= end)
+                return NULL;
+            if (*p == 'u')
+                p = escape_u(p + 1, end);
+            else if (*p && strchr("\"\\/bfnrt", *p))
+                p++;
+            else
+                return NULL;
+            if (!p)
+                return NULL;
+        } else if (c < 0x80) {
+            p++;
+        } else {
+            size_t n = utf8_seq((const unsigned char *)p, (const unsigned char *)end);
+            if (!n)
+                return NULL;
+            p += n;
+        }
+    }
+    return NULL;
+}
+
+static const char *digits(const char *p, const char *end)
+{
+    const char *start = p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    return p > start ? p : NULL;
+}
+
+static const char *number(const char *p, const char *end)
+{
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else if (!(p = digits(p, end)))
+        return NULL;
+    if (p < end && *p == '.' && !(p = digits(p + 1, end)))
+        return NULL;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        p = digits(p, end);
+    }
+    return p;
+}
+
+static const char *literal(const char *p, const char *end, const char *word)
+{
+    size_t n = strlen(word);
+    return (size_t)(end - p) >= n && memcmp(p, word, n) == 0 ? p + n : NULL;
+}
+
+static const char *value(const char *p, const char *end, int depth);
+
+/* The members of an object or the elements of an array, after its opening
+ * bracket; `close` is '}' or ']'. */
+static const char *container(const char *p, const char *end, char close, int depth)
+{
+    bool escaped = false;
+    p = ws(p, end);
+    if (p < end && *p == close)
+        return p + 1;
+    for (;;) {
+        if (close == '}') {
+            p = string(ws(p, end), end, &escaped);
+            p = p ? ws(p, end) : NULL;
+            if (!p || p >= end || *p != ':')
+                return NULL;
+            p++;
+        }
+        p = value(p, end, depth);
+        p = p ? ws(p, end) : NULL;
+        if (!p || p >= end)
+            return NULL;
+        if (*p == close)
+            return p + 1;
+        if (*p != ',')
+            return NULL;
+        p++;
+    }
+}
+
+static const char *value(const char *p, const char *end, int depth)
+{
+    bool escaped = false;
+    p = ws(p, end);
+    if (p >= end)
+        return NULL;
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth >= JSONSCAN_DEPTH_MAX)
+            return NULL;
+        return container(p + 1, end, *p == '{' ? '}' : ']', depth + 1);
+    case '"': return string(p, end, &escaped);
+    case 't': return literal(p, end, "true");
+    case 'f': return literal(p, end, "false");
+    case 'n': return literal(p, end, "null");
+    default: return number(p, end);
+    }
+}
+
+const char *jsonscan_value(const char *p, const char *end)
+{
+    return value(p, end, 0);
+}
+
+bool jsonscan_object_open(struct jsonscan_object *o, const char *p, const char *end)
+{
+    p = ws(p, end);
+    *o = (struct jsonscan_object){ .p = p + 1, .end = end, .first = true };
+    return p < end && *p == '{';
+}
+
+bool jsonscan_member(struct jsonscan_object *o, struct jsonscan_member *m)
+{
+    const char *p = ws(o->p, o->end);
+    if (p < o->end && *p == '}' && o->first) {
+        o->p = p + 1;
+        return false;
+    }
+    if (!o->first) {
+        if (p < o->end && *p == '}') {
+            o->p = p + 1;
+            return false;
+        }
+        if (p >= o->end || *p != ',')
+            goto fail;
+        p = ws(p + 1, o->end);
+    }
+    o->first = false;
+    *m = (struct jsonscan_member){ .key = p + 1 };
+    p = string(p, o->end, &m->key_escaped);
+    if (!p)
+        goto fail;
+    m->key_len = (size_t)(p - 1 - m->key);
+    p = ws(p, o->end);
+    if (p >= o->end || *p != ':')
+        goto fail;
+    m->value = ws(p + 1, o->end);
+    /* Depth 1: this object is one level already. */
+    m->value_end = value(m->value, o->end, 1);
+    if (!m->value_end)
+        goto fail;
+    o->p = m->value_end;
+    return true;
+fail:
+    o->failed = true;
+    return false;
+}
+
+bool jsonscan_array_open(struct jsonscan_array *a, const char *p, const char *end)
+{
+    p = ws(p, end);
+    *a = (struct jsonscan_array){ .p = p + 1, .end = end, .first = true };
+    return p < end && *p == '[';
+}
+
+bool jsonscan_element(struct jsonscan_array *a, const char **v, const char **v_end)
+{
+    const char *p = ws(a->p, a->end);
+    if (p < a->end && *p == ']') {
+        a->p = p + 1;
+        return false;
+    }
+    if (!a->first) {
+        if (p >= a->end || *p != ',')
+            goto fail;
+        p++;
+    }
+    a->first = false;
+    *v = ws(p, a->end);
+    *v_end = value(*v, a->end, 1);
+    if (!*v_end)
+        goto fail;
+    a->p = *v_end;
+    return true;
+fail:
+    a->failed = true;
+    return false;
+}
+
+bool jsonscan_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = *p < 0x80 ? 1 : utf8_seq(p, end);
+        if (!k)
+            return false;
+        p += k;
+    }
+    return true;
+}
+
+size_t jsonscan_quote(char *out, const char *s, size_t n)
+{
+    static const char hexd[] = "0123456789abcdef";
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n"
+                        : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b"
+                        : c == '\f' ? "\\f" : NULL;
+        if (esc) {
+            out[o++] = esc[0];
+            out[o++] = esc[1];
+        } else if (c < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hexd[c >> 4];
+            out[o + 5] = hexd[c & 15];
+            o += 6;
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    return o;
+}
