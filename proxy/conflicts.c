@@ -252,7 +252,7 @@ static int dismiss_apply(MDB_txn *txn, void *arg, struct err *err)
         d->crts = last + 1 > d->crts_floor ? last + 1 : d->crts_floor;
         struct clog_entry e = { .crts = d->crts, .outcome = LWW_DISMISSED,
                                 .conflict = f.conflict, .w = f.w, .conflict_id = d->id };
-        char *text = entry_dump(clog_entry_to_json(&e));
+        char *text = clog_entry_text(&e);
         rc = text ? journal_put_clog(txn, j, d->crts, text, strlen(text), err)
                   : err_set(err, "out of memory");
         if (rc == 0)

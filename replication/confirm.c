@@ -153,7 +153,7 @@ static int decide_one(MDB_txn *txn, struct journal *j, struct confirm_batch *b,
         if (rc == 0 && custom)
             rc = decide_custom(txn, j, b, pol, key, klen, &h, &e, err);
     }
-    char *text = rc == 0 ? entry_dump(clog_entry_to_json(&e)) : NULL;
+    char *text = rc == 0 ? clog_entry_text(&e) : NULL;
     if (rc == 0 && !text)
         rc = err_set(err, "out of memory encoding a decision");
     if (rc == 0)

@@ -225,6 +225,38 @@ json_t *clog_entry_to_json(const struct clog_entry *e)
     return j;
 }
 
+char *clog_entry_text(const struct clog_entry *e)
+{
+    json_t *env = json_pack("{s:I,s:s,s:s}", "crts", (json_int_t)e->crts, "outcome",
+                            outcome_names[e->outcome], "conflict", lww_conflict_name(e->conflict));
+    if (env && e->error)
+        json_object_set_new(env, "error", json_string(e->error));
+    if (env && e->outcome == LWW_DISMISSED)
+        json_object_set_new(env, "conflict_id", json_integer((json_int_t)e->conflict_id));
+    bool has_head = e->outcome != LWW_CONFIRMED && e->outcome != LWW_DISMISSED;
+    json_t *head = has_head ? json_pack("{s:o,s:I,s:b}", "version", version_json(e->head), "hlc",
+                                        (json_int_t)e->head_hlc, "delete", e->head_delete)
+                            : NULL;
+    char *et = entry_dump(env), *ht = entry_dump(head), *frame = repl_write_frame(&e->w);
+    const char *hd = e->head_doc ? e->head_doc : "null";
+    char *out = NULL;
+    if (et && frame && (!has_head || ht)) {
+        size_t el = strlen(et), fl = strlen(frame), hl = ht ? strlen(ht) + strlen(hd) : 0;
+        out = malloc(el + fl + hl + 32);
+        if (out) {
+            /* The documents as they are, unparsed: JSON Meridian produced. */
+            int n = sprintf(out, "%.*s,\"write\":%s", (int)(el - 1), et, frame);
+            if (has_head)
+                n += sprintf(out + n, ",\"head\":%.*s,\"doc\":%s}", (int)strlen(ht) - 1, ht, hd);
+            strcpy(out + n, "}");
+        }
+    }
+    free(et);
+    free(ht);
+    free(frame);
+    return out;
+}
+
 static int parse_outcome(const json_t *j, struct clog_entry *e, struct err *err)
 {
     const char *o = json_string_value(json_object_get(j, "outcome"));

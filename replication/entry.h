@@ -67,6 +67,11 @@ int repl_write_parse(const char *text, size_t len, struct repl_write *w,
 char *repl_write_frame(const struct repl_write *w);
 
 void clog_entry_clear(struct clog_entry *e);
+/* The JSON text of a decision as the confirmed log stores it: the same as
+ * entry_dump(clog_entry_to_json(e)) up to key order, with the documents
+ * spliced in as they are (JSON Meridian produced itself), not parsed and
+ * written again. Caller frees; NULL when memory runs out. */
+char *clog_entry_text(const struct clog_entry *e);
 json_t *clog_entry_to_json(const struct clog_entry *e);
 int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err) MUST_CHECK;
 /* "confirmed", "superseded", "resolved", "filed" or "dismissed". */
