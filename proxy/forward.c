@@ -195,8 +195,12 @@ static void serve_write(struct downstream *c)
 static bool forward_container(struct downstream *c, const struct conf_container *ct)
 {
     int m = downstream_request(c)->method;
+    struct repl *r = downstream_node(c)->repl;
     if (conflicts_route(c, ct))
         return true;
+    if (failover_active(r) && !downstream_is_peer(c) &&
+        (is_write(m) || m == HTTP_GET || m == HTTP_HEAD))
+        return readpath_failover(c);
     if (is_write(m))
         return readpath_gate_write(c, serve_write);
     if (m != HTTP_GET && m != HTTP_HEAD)
@@ -213,6 +217,9 @@ void forward_request(struct downstream *c)
         /* A read another region forwarded for its client's session, or a
          * write for the single write region. */
         bool fwd = rt.kind == ROUTE_CONTAINER && readpath_is_forwarded(c);
+        if (rt.kind == ROUTE_CONTAINER && readpath_is_failover(c) &&
+            forward_container(c, rt.container))
+            return; /* served here for a region whose backend is down */
         if (fwd && (r->method == HTTP_GET || r->method == HTTP_HEAD))
             readpath_start(c, serve_read);
         else if (fwd && is_write(r->method))

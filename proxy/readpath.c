@@ -30,6 +30,7 @@
 #include "upstream.h"
 
 #define FORWARDED_HEADER "X-Meridian-Forwarded-From"
+#define FAILOVER_HEADER "X-Meridian-Failover-From"
 #define LAG_KNOWN_MS 3000            /* a satellite that heard nothing for 3 heartbeats */
 
 struct read_route;
@@ -52,6 +53,7 @@ struct read_route {
     uint64_t deadline_ms;
     bool waiting, dispatching;       /* waiting: in r->read_waits (a wait or a forward) */
     bool is_write;                   /* the write gate: wait for the token, or refuse */
+    bool failover;                   /* sent on because this region's backend is down */
     struct read_decision d;
     size_t next;                     /* next candidate to ask */
     struct fwd_call fc[CONSISTENCY_MAX_CANDIDATES];
@@ -286,6 +288,14 @@ static void forward_answer(void *arg, const struct backend_answer *a)
 
 static void forward_next(struct read_route *rr)
 {
+    if (rr->next >= rr->d.n && rr->failover) {
+        struct downstream *c = rr->c;
+        count_rr(rr, SERVED_REFUSED);
+        route_free(rr);
+        downstream_reply_error(c, 503, "backend_unavailable",
+                               "this region's backend is down and no other region answered");
+        return;
+    }
     if (rr->next >= rr->d.n && rr->is_write) {
         struct downstream *c = rr->c;
         char why[200];
@@ -303,7 +313,8 @@ static void forward_next(struct read_route *rr)
     struct repl *r = rr->r;
     const struct ds_request *req = downstream_request(rr->c);
     char extra[128];
-    snprintf(extra, sizeof extra, FORWARDED_HEADER ": %s\r\n", r->self->name);
+    snprintf(extra, sizeof extra, "%s: %s\r\n", rr->failover ? FAILOVER_HEADER : FORWARDED_HEADER,
+             r->self->name);
     rr->dispatching = true;
     for (size_t k = 0; k < r->node->conf->forward_fanout && rr->next < rr->d.n; k++) {
         uint32_t region = rr->d.candidates[rr->next++];
@@ -395,7 +406,7 @@ static struct read_route *route_new(struct downstream *c, readpath_serve_fn serv
 bool readpath_start(struct downstream *c, readpath_serve_fn serve)
 {
     struct read_route *rr = route_new(c, serve);
-    bool forwarded = downstream_is_peer(c);
+    bool forwarded = downstream_is_peer(c) && readpath_is_forwarded(c);
     if (rr)
         decide(rr, forwarded, forwarded);
     return true;
@@ -491,6 +502,25 @@ void readpath_wake(struct repl *r, uint64_t now)
         rr->waiting = false;
         decide(rr, true, false);
     }
+}
+
+bool readpath_failover(struct downstream *c)
+{
+    struct read_route *rr = route_new(c, NULL);
+    if (!rr)
+        return true;
+    int m = downstream_request(c)->method;
+    rr->is_write = m != HTTP_GET && m != HTTP_HEAD;
+    rr->failover = true;
+    failover_candidates(rr->r, &rr->d);
+    failover_count(rr->r);
+    forward_next(rr);
+    return true;
+}
+
+bool readpath_is_failover(const struct downstream *c)
+{
+    return hdr_block_get(&downstream_request(c)->head, "x-meridian-failover-from", NULL) != NULL;
 }
 
 bool readpath_is_forwarded(const struct downstream *c)

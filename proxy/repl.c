@@ -725,7 +725,7 @@ int repl_init(struct node *n, struct err *err)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
     applied_rebuild(r);
-    if (conflicts_init(r, err) < 0)
+    if (conflicts_init(r, err) < 0 || failover_init(r, err) < 0)
         return -1;
     r->locks = keylock_new();
     if (!r->locks)
@@ -754,6 +754,7 @@ void repl_stop(struct repl *r)
     if (!r || r->closing)
         return;
     r->closing = true;
+    failover_close(r);
     follower_stop(r);
     while (!TAILQ_EMPTY(&r->streams))
         peer_stream_cancel(TAILQ_FIRST(&r->streams));
@@ -801,6 +802,7 @@ void repl_tick(struct repl *r, uint64_t now)
     applier_tick(r, now);
     readpath_wake(r, now);
     writewait_tick(r, now);
+    failover_tick(r, now);
     for (int i = 0; i < REPL_MAX_REGIONS; i++)
         if (r->peer_pools[i] && r->peer_pools[i] != r->hub_pool)
             upstream_sweep(r->peer_pools[i], now);
@@ -898,6 +900,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||
         render_conflicts(r, out, region) < 0 || conflicts_render(r, out) < 0 ||
         readpath_render(r, out) < 0 || writewait_render(r, out) < 0 ||
+        failover_render(r, out) < 0 ||
         render_replication_latency(r, out, region) < 0)
         return -1;
     if (sbuf_adds(out, "# HELP meridian_confirm_seconds Time for the hub to decide a shipped "

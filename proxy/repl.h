@@ -31,6 +31,7 @@ struct peer_stream;
 struct write_op;
 struct read_route;
 struct write_wait;
+struct failover;
 struct upstream_pool;
 
 #define REPL_MAX_REGIONS 64
@@ -78,6 +79,7 @@ struct repl {
     struct repl_stats stats;
     uint32_t topology;
     struct confirm_policy *policies; /* by container index (conflicts.c) */
+    struct failover *failover;     /* failover.c: HTTP backend health; NULL for embedded */
     /* reads by consistency level (readpath.c) */
     struct session_token applied;  /* .confirmed: applied crts; v[]: per origin, the highest
                                       LSN whose decision is applied here */
@@ -240,6 +242,7 @@ int readpath_level(struct downstream *c, enum consistency *out);
 /* This region's progress as replication/consistency sees it. */
 void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag);
 bool readpath_is_forwarded(const struct downstream *c);
+bool readpath_is_failover(const struct downstream *c);
 int readpath_render(struct repl *r, struct sbuf *out);
 
 /* The write gate: level, token (wait for apply, else 404/1002), the
@@ -265,6 +268,20 @@ void writewait_tick(struct repl *r, uint64_t now_ms);
 void writewait_cancel(struct write_wait *ww);
 void writewait_close(struct repl *r);
 int writewait_render(struct repl *r, struct sbuf *out);
+
+/* A container request sent to the next region because this region's
+ * backend is down (failover.c decides); always takes the request. */
+bool readpath_failover(struct downstream *c);
+
+/* failover.c */
+int failover_init(struct repl *r, struct err *err) MUST_CHECK;
+void failover_close(struct repl *r);
+void failover_tick(struct repl *r, uint64_t now_ms);
+bool failover_active(const struct repl *r);
+/* The regions after this one in the configuration's order, wrapping. */
+void failover_candidates(const struct repl *r, struct read_decision *d);
+void failover_count(struct repl *r);
+int failover_render(struct repl *r, struct sbuf *out);
 
 /* The peer pool of region `id` (NULL for this region or an unknown one). */
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);
