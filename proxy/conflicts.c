@@ -31,13 +31,25 @@ static const char *const worker_argv[] = { "/proc/self/exe", "resolve", "--worke
 
 /* --- policies --------------------------------------------------------------- */
 
+/* Each container's policy as the hub applies it, by name: an immutable
+ * table, swapped whole on a reload (the committer thread reads it while
+ * deciding), the old ones kept until close. */
+struct policy_table {
+    struct policy_table *retired;  /* tables in force before this one */
+    size_t n;
+    struct {
+        const char *name;
+        struct confirm_policy p;
+    } items[];
+};
+
 static const struct confirm_policy *policy_of(void *ctx, const char *container)
 {
     struct repl *r = ctx;
-    const struct conf *conf = r->node->conf;
-    for (size_t i = 0; i < conf->n_containers; i++)
-        if (strcmp(conf->containers[i].name, container) == 0)
-            return r->policies[i].custom ? &r->policies[i] : NULL;
+    const struct policy_table *t = __atomic_load_n(&r->policies, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; t && i < t->n; i++)
+        if (strcmp(t->items[i].name, container) == 0)
+            return t->items[i].p.custom ? &t->items[i].p : NULL;
     return NULL;
 }
 
@@ -58,23 +70,43 @@ static int policy_fixed(struct repl *r, const struct conf_container *ct, struct 
     return rc;
 }
 
-int conflicts_init(struct repl *r, struct err *err)
+/* Checks `conf`'s containers against the policies they were created with
+ * (recording new ones), then puts its table in force. */
+int conflicts_reload(struct repl *r, const struct conf *conf, struct err *err)
 {
-    const struct conf *conf = r->node->conf;
-    r->policies = calloc(conf->n_containers + 1, sizeof *r->policies);
-    if (!r->policies)
+    struct policy_table *t = calloc(1, sizeof *t + conf->n_containers * sizeof t->items[0]);
+    if (!t)
         return err_set(err, "out of memory");
     for (size_t i = 0; i < conf->n_containers; i++) {
         const struct conf_container *ct = &conf->containers[i];
-        if (policy_fixed(r, ct, err) < 0)
+        if (policy_fixed(r, ct, err) < 0) {
+            free(t);
             return -1;
-        r->policies[i] = (struct confirm_policy){
+        }
+        t->items[t->n].name = ct->name;
+        t->items[t->n++].p = (struct confirm_policy){
             .custom = ct->mode == CONFLICT_CUSTOM, .procedure = ct->procedure,
             .metadata_field = ct->metadata_field,
             .limits = { conf->limits.procedure_timeout_ms, conf->limits.procedure_memory_bytes },
         };
     }
+    t->retired = r->policies;
+    __atomic_store_n(&r->policies, t, __ATOMIC_RELEASE);
     return 0;
+}
+
+int conflicts_init(struct repl *r, struct err *err)
+{
+    return conflicts_reload(r, r->node->conf, err);
+}
+
+void conflicts_close(struct repl *r)
+{
+    while (r->policies) {
+        struct policy_table *t = r->policies;
+        r->policies = t->retired;
+        free(t);
+    }
 }
 
 void conflicts_prepare(struct repl *r, struct confirm_batch *b)

@@ -148,16 +148,29 @@ static void forward_backend(struct downstream *c)
 
 /* A container read the read path lets this region serve: the change feed,
  * a document (annotated, after any write in progress on it), or a listing. */
+/* The container of a request that waited: a reload may have removed it. */
+static bool still_routed(struct downstream *c, struct route_result *rt)
+{
+    struct node *n = downstream_node(c);
+    const struct ds_request *r = downstream_request(c);
+    *rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
+    if (rt->kind == ROUTE_CONTAINER)
+        return true;
+    downstream_reply_error(c, 404, "not_found",
+                           "the container of this path was removed by a configuration reload");
+    return false;
+}
+
 static void serve_read(struct downstream *c)
 {
     struct node *n = downstream_node(c);
     const struct ds_request *r = downstream_request(c);
-    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
+    struct route_result rt;
+    if (!still_routed(c, &rt))
+        return;
     size_t id_len = 0;
-    const char *id = rt.kind == ROUTE_CONTAINER
-                         ? writepath_doc_id(rt.container, hdr_block_line(&r->head),
-                                            r->head.line_len, &id_len)
-                         : NULL;
+    const char *id = writepath_doc_id(rt.container, hdr_block_line(&r->head), r->head.line_len,
+                                      &id_len);
     char doc_id[512];
     if (id && id_len == 8 && memcmp(id, "_changes", 8) == 0) {
         repl_changes(n->repl, c, rt.container);
@@ -182,10 +195,9 @@ static bool is_write(int m)
 /* A container write the write gate lets this region take. */
 static void serve_write(struct downstream *c)
 {
-    struct node *n = downstream_node(c);
-    const struct ds_request *r = downstream_request(c);
-    struct route_result rt = route_match(n->conf, hdr_block_line(&r->head), r->head.line_len);
-    writepath_start(c, rt.container);
+    struct route_result rt;
+    if (still_routed(c, &rt))
+        writepath_start(c, rt.container);
 }
 
 /* Container requests Meridian serves itself: writes go through replication;

@@ -114,6 +114,8 @@ static void node_tick_cb(evutil_socket_t fd, short what, void *arg)
         upstream_sweep(n->pool, now);
     if (n->repl)
         repl_tick(n->repl, now);
+    if (n->state == NODE_RUNNING)
+        node_watch_config(n);
     if (n->state == NODE_DRAINING && now >= n->drain_deadline_ms) {
         log_warn("drain timeout: closing %s", "the connections still open");
         n->state = NODE_STOPPED;
@@ -130,7 +132,7 @@ static void node_signal_cb(evutil_socket_t sig, short what, void *arg)
         return;
     }
     if (sig == SIGHUP) {
-        log_info("SIGHUP: configuration reload is not supported in this version; ignored");
+        node_reload(n, "SIGHUP");
         return;
     }
     log_info("%s: exiting at once", sig == SIGINT ? "SIGINT" : "second SIGTERM");
@@ -194,6 +196,7 @@ int node_run(struct node *n)
              r == &n->conf->regions[0] ? ", hub" : "", r->listen.text,
              r->backend_embedded ? "embedded" : r->backend_url);
     repl_start(n->repl);
+    node_watch_config(n); /* the file as loaded: changes from now on reload */
     event_base_dispatch(n->base);
     return n->exit_code;
 }
@@ -229,4 +232,5 @@ void node_free(struct node *n)
     free(n->flush);
     free(n->data_dir);
     conf_free(n->conf);
+    node_free_retired(n);
 }

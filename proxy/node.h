@@ -21,6 +21,7 @@ struct upstream_pool;
 struct embedded;
 struct downstream;
 struct repl;
+struct retired;
 
 enum node_state { NODE_RUNNING, NODE_DRAINING, NODE_STOPPED };
 
@@ -51,6 +52,11 @@ struct node {
     uint64_t drain_deadline_ms;
     int exit_code;
     char via[96];                    /* "1.1 meridian" */
+    struct retired *retired;         /* configurations replaced by reloads (reload.c) */
+    struct {
+        unsigned long ino;
+        long long size, mtime_ns;
+    } watch;                         /* the file as last seen */
 };
 
 /* Loads nothing itself: takes ownership of `conf`, finds `region_name` in it,
@@ -75,6 +81,13 @@ void node_flush_later(struct node *n, struct downstream *c);
 
 /* Starts draining: stop accepting, let in-flight requests finish, then exit 0. */
 void node_drain(struct node *n);
+
+/* reload.c: reads the file again and swaps it in, or refuses it (logged,
+ * counted) and keeps the running one. -1 when refused. */
+int node_reload(struct node *n, const char *cause);
+/* Reloads when the file changed on disk since the last look. */
+void node_watch_config(struct node *n);
+void node_free_retired(struct node *n);
 
 /* Called by downstream when a connection goes away, so a drain can finish. */
 void node_client_gone(struct node *n);

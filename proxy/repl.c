@@ -738,6 +738,17 @@ int repl_init(struct node *n, struct err *err)
     return 0;
 }
 
+int repl_reload(struct repl *r, const struct conf *next, struct err *err)
+{
+    return conflicts_reload(r, next, err);
+}
+
+void repl_conf_swapped(struct repl *r)
+{
+    r->self = r->node->region;
+    r->hub = &r->node->conf->regions[0];
+}
+
 /* Starts the background work once the node is fully up. */
 void repl_start(struct repl *r)
 {
@@ -783,7 +794,7 @@ void repl_close(struct repl *r)
     keylock_free(r->locks);
     sbuf_free(&r->follow_buf);
     sbuf_free(&r->follow_batch);
-    free(r->policies);
+    conflicts_close(r);
     free(r);
 }
 

@@ -32,6 +32,7 @@ struct write_op;
 struct read_route;
 struct write_wait;
 struct failover;
+struct policy_table;
 struct upstream_pool;
 
 #define REPL_MAX_REGIONS 64
@@ -78,7 +79,7 @@ struct repl {
     struct listener *peer_listener;
     struct repl_stats stats;
     uint32_t topology;
-    struct confirm_policy *policies; /* by container index (conflicts.c) */
+    struct policy_table *policies; /* conflicts.c: the containers' policies in force */
     struct failover *failover;     /* failover.c: HTTP backend health; NULL for embedded */
     /* reads by consistency level (readpath.c) */
     struct session_token applied;  /* .confirmed: applied crts; v[]: per origin, the highest
@@ -129,6 +130,10 @@ struct repl {
 };
 
 int repl_init(struct node *n, struct err *err) MUST_CHECK;
+/* A reload is about to put `next` in force: -1 with a reason to refuse it. */
+int repl_reload(struct repl *r, const struct conf *next, struct err *err) MUST_CHECK;
+/* node->conf is `next` now: pointers into the configuration move to it. */
+void repl_conf_swapped(struct repl *r);
 void repl_start(struct repl *r);
 /* SIGTERM: stop serving peers (streams end, the peer port closes). */
 void repl_drain(struct repl *r);
@@ -211,6 +216,10 @@ int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, v
 struct dismiss_req;
 /* Records each container's policy, refusing one that changed. */
 int conflicts_init(struct repl *r, struct err *err) MUST_CHECK;
+/* A reload: checks `conf`'s containers against their fixed policies and
+ * puts its policy table in force; -1 (nothing changed) when one differs. */
+int conflicts_reload(struct repl *r, const struct conf *conf, struct err *err) MUST_CHECK;
+void conflicts_close(struct repl *r);
 /* Gives a batch about to be decided the containers' policies. */
 void conflicts_prepare(struct repl *r, struct confirm_batch *b);
 /* Adds a decided batch's counts to the metrics. */

@@ -147,6 +147,14 @@ int stats_render(const struct stats *st, const char *region, struct sbuf *out)
         render_scalar(out, "meridian_upstream_reused_total", "counter",
                       "Backend exchanges served on a kept-alive connection.",
                       (long long)st->upstream_reused, region) < 0 ||
+        sbuf_printf(out, "# HELP meridian_config_reloads_total Configuration reloads (SIGHUP or "
+                         "the file changing), by result: ok, or refused (the previous "
+                         "configuration kept serving).\n"
+                         "# TYPE meridian_config_reloads_total counter\n"
+                         "meridian_config_reloads_total{region=\"%s\",result=\"ok\"} %llu\n"
+                         "meridian_config_reloads_total{region=\"%s\",result=\"refused\"} %llu\n",
+                    region, (unsigned long long)st->reloads_ok, region,
+                    (unsigned long long)st->reloads_refused) < 0 ||
         render_histogram(out, "meridian_request_duration_seconds",
                          "Time from a request's first byte to the end of its answer.",
                          &st->request_seconds, region) < 0 ||

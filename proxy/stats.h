@@ -44,6 +44,7 @@ struct stats {
     int64_t upstream_open;
     uint64_t upstream_reused;
     uint64_t upstream_connects;
+    uint64_t reloads_ok, reloads_refused;  /* configuration reloads (reload.c) */
     struct histogram request_seconds;
     struct histogram upstream_seconds;
 };

@@ -1,0 +1,169 @@
+/* reload: the configuration file read again on SIGHUP and when it changes
+ * on disk (its size, mtime or inode, checked every maintenance tick), then
+ * validated as a whole and swapped in at once, or refused with the file,
+ * line and reason in the log and in meridian_config_reloads_total{result}.
+ *
+ * What reloads: containers added and removed (an existing container's
+ * route, partition key, conflict policy, metadata field and profile stay
+ * as created), procedures, the default consistency and its bounds, the
+ * session/forwarding knobs, clock drift, limits and timeouts, proxy.unmatched
+ * and log settings. What does not (the reload is refused and says so):
+ * multi_region_writes, and any change to the regions (names, ids,
+ * addresses, backends, data directories: topology changes are not built).
+ *
+ * Requests in flight keep the container they started with: every
+ * configuration ever in force stays allocated until the process exits (a
+ * few kilobytes a reload). Limits and timeouts apply from the swap on. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../util/log.h"
+#include "node.h"
+#include "repl.h"
+
+struct retired {
+    struct retired *next;
+    struct conf *conf;
+};
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static int fixed_regions(const struct conf *a, const struct conf *b, char *why, size_t cap)
+{
+    if (a->n_regions != b->n_regions) {
+        snprintf(why, cap, "regions: %zu region%s instead of %zu; adding and removing regions "
+                           "at run time is not built yet: restart every region",
+                 b->n_regions, b->n_regions == 1 ? "" : "s", a->n_regions);
+        return -1;
+    }
+    for (size_t i = 0; i < a->n_regions; i++) {
+        const struct conf_region *x = &a->regions[i], *y = &b->regions[i];
+        const char *field = strcmp(x->name, y->name)           ? "name"
+                            : x->id != y->id                   ? "id"
+                            : strcmp(x->listen.text, y->listen.text) ? "listen"
+                            : strcmp(x->peer_listen.text, y->peer_listen.text) ? "peer_listen"
+                            : x->backend_embedded != y->backend_embedded ||
+                                      !same_str(x->backend_url, y->backend_url)
+                                  ? "backend"
+                            : !same_str(x->data_dir, y->data_dir) ? "data_dir"
+                                                                   : NULL;
+        if (field) {
+            snprintf(why, cap, "%s:%d: regions[%zu].%s: changed; the regions (and which one is "
+                               "the hub) are fixed while the nodes run: restart to change them",
+                     b->path, y->line, i, field);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int fixed_containers(const struct conf *a, const struct conf *b, char *why, size_t cap)
+{
+    for (size_t i = 0; i < b->n_containers; i++) {
+        const struct conf_container *y = &b->containers[i];
+        const struct conf_container *x = conf_container_by_name(a, y->name);
+        if (!x)
+            continue; /* a new container */
+        const char *field =
+            x->mode != y->mode || !same_str(x->lww_path, y->lww_path) ? "conflict_resolution"
+            : x->auto_version != y->auto_version ? "conflict_resolution.auto_version"
+            : strcmp(x->route, y->route)         ? "route"
+            : strcmp(x->partition_key, y->partition_key) ? "partition_key"
+            : strcmp(x->metadata_field, y->metadata_field) ? "metadata_field"
+            : x->profile != y->profile           ? "backend_profile"
+                                                 : NULL;
+        if (field) {
+            snprintf(why, cap, "%s:%d: containers[%zu].%s: '%s' was created with another %s; "
+                               "a container's conflict policy, route and document layout are "
+                               "fixed when it is created: create a new container instead",
+                     b->path, y->line, i, field, y->name, field);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void refuse(struct node *n, const char *why)
+{
+    n->stats.reloads_refused++;
+    log_error("configuration reload refused, still serving the previous one: %s", why);
+}
+
+int node_reload(struct node *n, const char *cause)
+{
+    struct conf *next = NULL;
+    struct err err;
+    char why[700];
+    if (conf_load(n->conf->path, &next, &err) < 0) {
+        refuse(n, err.msg);
+        return -1;
+    }
+    if (next->multi_region_writes != n->conf->multi_region_writes) {
+        snprintf(why, sizeof why, "%s: account.multi_region_writes: changed; it needs a restart "
+                                  "of every region", next->path);
+        goto refused;
+    }
+    if (fixed_regions(n->conf, next, why, sizeof why) < 0 ||
+        fixed_containers(n->conf, next, why, sizeof why) < 0)
+        goto refused;
+    struct retired *old = malloc(sizeof *old);
+    if (!old) {
+        snprintf(why, sizeof why, "out of memory");
+        goto refused;
+    }
+    if (repl_reload(n->repl, next, &err) < 0) { /* the last check: then it is in force */
+        free(old);
+        snprintf(why, sizeof why, "%s", err.msg);
+        goto refused;
+    }
+    *old = (struct retired){ n->retired, n->conf };
+    n->retired = old;
+    n->conf = next;
+    n->region = conf_region_by_name(next, n->region->name);
+    repl_conf_swapped(n->repl);
+    enum log_level level;
+    if (next->log_level && log_level_parse(next->log_level, &level) == 0)
+        log_set_level(level);
+    n->stats.reloads_ok++;
+    log_info("configuration reloaded (%s): %zu container%s, consistency %s", cause,
+             next->n_containers, next->n_containers == 1 ? "" : "s",
+             conf_consistency_name(next->consistency));
+    return 0;
+refused:
+    conf_free(next);
+    refuse(n, why);
+    return -1;
+}
+
+/* The file's identity: a reload when it changes (an editor's rename, a
+ * rewrite in place). */
+void node_watch_config(struct node *n)
+{
+    struct stat st;
+    if (stat(n->conf->path, &st) != 0)
+        return; /* gone for a moment (being replaced): look again next tick */
+    long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    bool changed = n->watch.ino != st.st_ino || n->watch.size != st.st_size ||
+                   n->watch.mtime_ns != mtime_ns;
+    bool first = n->watch.ino == 0; /* (the file could not be read at start) */
+    n->watch.ino = st.st_ino;
+    n->watch.size = st.st_size;
+    n->watch.mtime_ns = mtime_ns;
+    if (changed && !first)
+        node_reload(n, "the file changed");
+}
+
+void node_free_retired(struct node *n)
+{
+    while (n->retired) {
+        struct retired *r = n->retired;
+        n->retired = r->next;
+        conf_free(r->conf);
+        free(r);
+    }
+}
