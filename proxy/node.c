@@ -112,6 +112,7 @@ static void node_tick_cb(evutil_socket_t fd, short what, void *arg)
     downstream_sweep(n, now);
     if (n->pool)
         upstream_sweep(n->pool, now);
+    node_sweep_retired(n, now);
     if (n->repl)
         repl_tick(n->repl, now);
     if (n->state == NODE_RUNNING)
@@ -213,6 +214,8 @@ void node_free(struct node *n)
     repl_stop(n->repl);
     upstream_pool_free(n->pool);
     n->pool = NULL;
+    n->state = NODE_STOPPED;
+    node_sweep_retired(n, 0);
     /* The journal shares the store's environment and committer: the
      * committer stops first (delivering both parts' completions), the
      * environment closes last. */

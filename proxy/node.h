@@ -22,6 +22,7 @@ struct embedded;
 struct downstream;
 struct repl;
 struct retired;
+struct retired_pool;
 
 enum node_state { NODE_RUNNING, NODE_DRAINING, NODE_STOPPED };
 
@@ -53,6 +54,7 @@ struct node {
     int exit_code;
     char via[96];                    /* "1.1 meridian" */
     struct retired *retired;         /* configurations replaced by reloads (reload.c) */
+    struct retired_pool *retired_pools; /* backend pools replaced, finishing their work */
     struct {
         unsigned long ino;
         long long size, mtime_ns;
@@ -88,6 +90,9 @@ int node_reload(struct node *n, const char *cause);
 /* Reloads when the file changed on disk since the last look. */
 void node_watch_config(struct node *n);
 void node_free_retired(struct node *n);
+/* Sweeps replaced backend pools; frees those with nothing in flight (all of
+ * them once the node is stopped). */
+void node_sweep_retired(struct node *n, uint64_t now_ms);
 
 /* Called by downstream when a connection goes away, so a drain can finish. */
 void node_client_gone(struct node *n);

@@ -6,10 +6,11 @@
  * What reloads: containers added and removed (an existing container's
  * route, partition key, conflict policy, metadata field and profile stay
  * as created), procedures, the default consistency and its bounds, the
- * session/forwarding knobs, clock drift, limits and timeouts, proxy.unmatched
- * and log settings. What does not (the reload is refused and says so):
- * multi_region_writes, and any change to the regions (names, ids,
- * addresses, backends, data directories: topology changes are not built).
+ * session/forwarding knobs, clock drift, limits and timeouts, proxy.unmatched,
+ * log settings, and a region's HTTP backend URL. What does not (the reload
+ * is refused and says so): multi_region_writes, and any other change to the
+ * regions (names, ids, addresses, embedded <-> HTTP, data directories:
+ * topology changes are not built).
  *
  * Requests in flight keep the container they started with: every
  * configuration ever in force stays allocated until the process exits (a
@@ -22,6 +23,7 @@
 #include "../util/log.h"
 #include "node.h"
 #include "repl.h"
+#include "upstream.h"
 
 struct retired {
     struct retired *next;
@@ -31,6 +33,13 @@ struct retired {
 static bool same_str(const char *a, const char *b)
 {
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Another HTTP backend for a region: reloadable (this region's pool is
+ * replaced); embedded <-> HTTP is not. */
+static bool backend_reloadable(const struct conf_region *x, const struct conf_region *y)
+{
+    return !x->backend_embedded && !y->backend_embedded;
 }
 
 static int fixed_regions(const struct conf *a, const struct conf *b, char *why, size_t cap)
@@ -47,8 +56,9 @@ static int fixed_regions(const struct conf *a, const struct conf *b, char *why, 
                             : x->id != y->id                   ? "id"
                             : strcmp(x->listen.text, y->listen.text) ? "listen"
                             : strcmp(x->peer_listen.text, y->peer_listen.text) ? "peer_listen"
-                            : x->backend_embedded != y->backend_embedded ||
-                                      !same_str(x->backend_url, y->backend_url)
+                            : !backend_reloadable(x, y) &&
+                                      (x->backend_embedded != y->backend_embedded ||
+                                       !same_str(x->backend_url, y->backend_url))
                                   ? "backend"
                             : !same_str(x->data_dir, y->data_dir) ? "data_dir"
                                                                    : NULL;
@@ -88,6 +98,50 @@ static int fixed_containers(const struct conf *a, const struct conf *b, char *wh
     return 0;
 }
 
+struct retired_pool {
+    struct retired_pool *next;
+    struct upstream_pool *pool;
+};
+
+/* This region's backend moved: new requests go to a new pool; the old one
+ * finishes what it has in flight (swept by node_sweep_retired). */
+static int swap_backend(struct node *n, const struct conf_region *now, char *why, size_t cap)
+{
+    if (!n->pool || same_str(n->region->backend_url, now->backend_url))
+        return 0;
+    struct retired_pool *old = malloc(sizeof *old);
+    struct upstream_pool *pool = NULL;
+    struct err err;
+    if (!old || upstream_pool_new(n, now->backend_url, now->backend.host, now->backend.port,
+                                  &pool, &err) < 0) {
+        free(old);
+        snprintf(why, cap, "regions: the new backend %s: %s", now->backend_url,
+                 old ? err.msg : "out of memory");
+        return -1;
+    }
+    *old = (struct retired_pool){ n->retired_pools, n->pool };
+    n->retired_pools = old;
+    log_info("backend of region %s: %s from now on (was %s)", now->name, now->backend_url,
+             upstream_pool_name(n->pool));
+    n->pool = pool;
+    return 0;
+}
+
+void node_sweep_retired(struct node *n, uint64_t now)
+{
+    for (struct retired_pool **p = &n->retired_pools; *p;) {
+        struct retired_pool *rp = *p;
+        upstream_sweep(rp->pool, now);
+        if (!upstream_pool_unused(rp->pool) && n->state != NODE_STOPPED) {
+            p = &rp->next;
+            continue;
+        }
+        *p = rp->next;
+        upstream_pool_free(rp->pool);
+        free(rp);
+    }
+}
+
 static void refuse(struct node *n, const char *why)
 {
     n->stats.reloads_refused++;
@@ -114,6 +168,11 @@ int node_reload(struct node *n, const char *cause)
     struct retired *old = malloc(sizeof *old);
     if (!old) {
         snprintf(why, sizeof why, "out of memory");
+        goto refused;
+    }
+    const struct conf_region *self = conf_region_by_name(next, n->region->name);
+    if (swap_backend(n, self, why, sizeof why) < 0) {
+        free(old);
         goto refused;
     }
     if (repl_reload(n->repl, next, &err) < 0) { /* the last check: then it is in force */

@@ -585,6 +585,11 @@ static void uc_timeout(struct upstream_conn *c)
     }
 }
 
+bool upstream_pool_unused(const struct upstream_pool *pool)
+{
+    return TAILQ_EMPTY(&pool->busy);
+}
+
 void upstream_sweep(struct upstream_pool *pool, uint64_t now)
 {
     struct upstream_conn *c, *next;

@@ -41,6 +41,8 @@ struct upstream_handler {
 int upstream_pool_new(struct node *node, const char *url, const char *host, uint16_t port,
                       struct upstream_pool **out, struct err *err) MUST_CHECK;
 void upstream_pool_free(struct upstream_pool *pool);
+/* Whether no exchange is in flight on `pool` (idle connections aside). */
+bool upstream_pool_unused(const struct upstream_pool *pool);
 const char *upstream_pool_name(const struct upstream_pool *pool);
 
 /* Sends `req` (a complete HTTP/1.1 request, head and body; taken over by the

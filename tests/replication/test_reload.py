@@ -126,3 +126,28 @@ def test_invalid_files_are_refused_and_the_running_one_keeps_serving(make_cluste
     r = west.put("s1", {"k": "x"}, route="/scratch/")
     assert r.status in (200, 201) and r.header("x-meridian-version"), r
     west.config_text = text
+
+
+def test_a_new_backend_url_is_picked_up_by_a_reload(make_cluster, tmp_path):
+    """West's HTTP backend moves to another nginx: after the reload, new
+    writes land there; requests already in flight finish on the old one."""
+    cluster = make_cluster(backend="nginx")
+    west = cluster["west"]
+    assert west.put("old", {"tenantId": "t", "version": 1}).status in (200, 201)
+    moved = rc.WebDavStore(tmp_path / "nginx-west-2", "west-2", h.free_ports(1)[0])
+    moved.start()
+    try:
+        text = west.config_text.replace(cluster.stores["west"].url, moved.url)
+        assert text != west.config_text
+        rewrite(cluster, west, text=text)
+        west.proc.send_signal(signal.SIGHUP)
+        h.poll(lambda: reloads(west, "ok") >= 1, timeout=5, what="the reload")
+        assert f"{moved.url} from now on" in west.log()
+        assert west.put("new", {"tenantId": "t", "version": 1}).status in (200, 201)
+        got = h.request(moved.port, "GET", "/orders/new", timeout=5)
+        assert got.status == 200, "the write went to the new backend"
+        assert h.request(moved.port, "GET", "/orders/old", timeout=5).status == 404
+        west.config_text = text
+    finally:
+        moved.stop()
+        moved.finalize()
