@@ -123,9 +123,9 @@ RELAY="$ROOT/tests/wan/wanrelay.py"
 CLIENT="$HERE/readsclient.py"
 REPLCLIENT="$ROOT/bench/replication/replclient.py"   # ports, drain, relay-rtt
 
-say()  { printf '%s\n' "$*"; }
-warn() { printf 'reads: %s\n' "$*" >&2; }
-die()  { warn "$*"; exit 1; }
+BENCH=reads
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 for v in DURATION WARMUP CLIENTS SESSION_WAIT_MS STALE_VERSIONS STALE_SECONDS DOC_BYTES; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
@@ -146,74 +146,14 @@ command -v curl >/dev/null || die "curl not found"
 
 # ---------------------------------------------------------------- meridian
 
-BUILD_NOTE=""
-if [[ -n ${MERIDIAN_BIN:-} ]]; then
-    [[ -x $MERIDIAN_BIN ]] || die "MERIDIAN_BIN=$MERIDIAN_BIN is not executable"
-    cache="$(dirname "$MERIDIAN_BIN")/CMakeCache.txt"
-else
-    MERIDIAN_BIN="$ROOT/build/meridian"
-    if [[ ! -x $MERIDIAN_BIN ]]; then
-        say "building meridian (Release) into $ROOT/build ..."
-        { cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release &&
-          cmake --build "$ROOT/build" -j2; } >&2 || die "build failed"
-    fi
-    cache="$ROOT/build/CMakeCache.txt"
-fi
-if [[ -f $cache ]]; then
-    bt=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$cache")
-    BUILD_NOTE="(build type: ${bt:-none})"
-    grep -qi 'fsanitize' "$cache" && BUILD_NOTE+=" SANITIZER BUILD: figures mean little"
-fi
+bench_binary
 
 # ---------------------------------------------------------------- processes
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/meridian-readsbench.XXXXXX") || die "mktemp failed"
-PIDS=()      # the running cluster: meridians and relays
-CHILD=""     # the measuring command running now
-
-stop_pids() {  # TERM, wait up to 5 s, then KILL
-    local pid alive
-    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null; done
-    for _ in $(seq 50); do
-        alive=0
-        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        (( alive )) || break
-        sleep 0.1
-    done
-    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-}
-cleanup() {
-    trap - EXIT INT TERM
-    [[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD" 2>/dev/null
-    (( ${#PIDS[@]} )) && stop_pids "${PIDS[@]}"
-    wait 2>/dev/null
-    if [[ $KEEP_TMP == 1 ]]; then warn "kept scratch directory $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Runs a measuring command in the background and waits for it, so that a
-# signal interrupts the wait at once and cleanup() can stop it by its pid.
-run_fg() {
-    local rc
-    "$@" &
-    CHILD=$!
-    wait "$CHILD"; rc=$?
-    CHILD=""
-    return "$rc"
-}
-
-NCPU=$(nproc)
-if [[ $PIN == 1 && $NCPU -ge 2 ]] && command -v taskset >/dev/null; then
-    NODE_CPUS=${NODE_CPUS:-$((NCPU - 1))}
-    LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
-    ON_NODE=(taskset -c "$NODE_CPUS")
-    ON_LOAD=(taskset -c "$LOAD_CPUS")
+bench_scratch
+if bench_pin NODE_CPUS; then
     PLACEMENT="pinned: the three meridians on CPU $NODE_CPUS; client and relays on CPU $LOAD_CPUS"
 else
-    ON_NODE=()
-    ON_LOAD=()
     PLACEMENT="not pinned (PIN=$PIN, $NCPU CPUs)"
 fi
 

@@ -132,9 +132,9 @@ HERE="$ROOT/bench/replication"
 RELAY="$ROOT/tests/wan/wanrelay.py"
 CLIENT="$HERE/replclient.py"
 
-say()  { printf '%s\n' "$*"; }
-warn() { printf 'replication: %s\n' "$*" >&2; }
-die()  { warn "$*"; exit 1; }
+BENCH=replication
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 for v in DURATION ROUNDS WARMUP CONNECTIONS THREADS SAMPLES POLLERS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
@@ -150,74 +150,16 @@ command -v curl >/dev/null || die "curl not found"
 
 # ---------------------------------------------------------------- meridian
 
-BUILD_NOTE=""
-if [[ -n ${MERIDIAN_BIN:-} ]]; then
-    [[ -x $MERIDIAN_BIN ]] || die "MERIDIAN_BIN=$MERIDIAN_BIN is not executable"
-    BUILD_NOTE="(MERIDIAN_BIN)"
-else
-    MERIDIAN_BIN="$ROOT/build/meridian"
-    if [[ ! -x $MERIDIAN_BIN ]]; then
-        say "building meridian (Release) into $ROOT/build ..."
-        { cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release &&
-          cmake --build "$ROOT/build" -j2; } >&2 || die "build failed"
-    fi
-    cache="$ROOT/build/CMakeCache.txt"
-    if [[ -f $cache ]]; then
-        bt=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$cache")
-        BUILD_NOTE="(build type: ${bt:-none})"
-        grep -qi 'fsanitize' "$cache" && BUILD_NOTE+=" SANITIZER BUILD: figures mean little"
-    fi
-fi
+bench_binary
 
 # ---------------------------------------------------------------- processes
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/meridian-replbench.XXXXXX") || die "mktemp failed"
-PIDS=()      # long-lived processes: meridians and relays
-CHILD=""     # the measuring command running now (wrk, replclient)
-
-cleanup() {
-    local pid
-    trap - EXIT INT TERM
-    [[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD" 2>/dev/null
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        (( alive )) || break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
-    wait 2>/dev/null
-    if [[ $KEEP_TMP == 1 ]]; then warn "kept scratch directory $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Runs a measuring command in the background and waits for it, so that a
-# signal interrupts the wait at once (bash delays traps until a foreground
-# command ends) and cleanup() can stop it by its pid.
-run_fg() {
-    local rc
-    "$@" &
-    CHILD=$!
-    wait "$CHILD"; rc=$?
-    CHILD=""
-    return "$rc"
-}
-
-NCPU=$(nproc)
-if [[ $PIN == 1 && $NCPU -ge 2 ]] && command -v taskset >/dev/null; then
-    SAT_CPUS=${SAT_CPUS:-$((NCPU - 1))}
-    LOAD_CPUS=${LOAD_CPUS:-0-$((NCPU - 2))}
-    # prefixes, not functions: a backgrounded function would run in a
-    # subshell and $! would be that subshell's pid, not the process's.
-    ON_SAT=(taskset -c "$SAT_CPUS")
-    ON_LOAD=(taskset -c "$LOAD_CPUS")
+bench_scratch
+if bench_pin SAT_CPUS; then
+    ON_SAT=("${ON_NODE[@]}")
     PLACEMENT="pinned: west on CPU $SAT_CPUS; wrk, east, south, relays on CPU $LOAD_CPUS"
 else
     ON_SAT=()
-    ON_LOAD=()
     PLACEMENT="not pinned (PIN=$PIN, $NCPU CPUs)"
 fi
 
