@@ -36,22 +36,8 @@ def consistency_cluster(tmp_path):
     """Factory: consistency_cluster(delay_ms=200, env=None, account=None,
     backend='embedded', limits=None) -> started workload.ConsistencyCluster;
     everything it started is stopped when the test ends."""
-    made = []
+    def build(base, delay_ms=200, env=None, account=None, backend="embedded", limits=None):
+        return wl.ConsistencyCluster(base, backend=backend, delay_ms=delay_ms, env=env,
+                                     account=account, limits=limits)
 
-    def make(delay_ms=200, env=None, account=None, backend="embedded", limits=None):
-        c = wl.ConsistencyCluster(tmp_path / f"c{len(made)}-{backend}", backend=backend,
-                                  delay_ms=delay_ms, env=env, account=account, limits=limits)
-        made.append(c)
-        _replication._CLUSTERS.append(c)
-        c.start()
-        return c
-
-    yield make
-    reports = []
-    for c in made:
-        try:
-            reports += c.finalize()
-        finally:
-            _replication._CLUSTERS.remove(c)
-    if reports:
-        pytest.fail("sanitizer reported errors:\n" + "\n".join(reports), pytrace=False)
+    yield from _replication.cluster_factory(tmp_path, build)

@@ -33,16 +33,14 @@ def pytest_runtest_makereport(item, call):
                 rep.sections.append((f"relay {name} -> hub", repr(e)))
 
 
-@pytest.fixture
-def make_cluster(tmp_path):
-    """Factory: make_cluster(backend='embedded'|'nginx', delay_ms=0,
-    containers=None, limits=None, account=None) -> started Cluster; everything it started is
-    stopped when the test ends."""
+def cluster_factory(tmp_path, build):
+    """The body of the cluster fixtures: yields make(**kw), which starts
+    build(base_dir, **kw) and returns it; when the test ends every cluster
+    made is stopped, and sanitizer reports fail the test."""
     made = []
 
-    def make(backend="embedded", delay_ms=0, containers=None, limits=None, account=None):
-        c = rc.Cluster(tmp_path / f"c{len(made)}-{backend}", backend=backend,
-                       delay_ms=delay_ms, containers=containers, limits=limits, account=account)
+    def make(**kw):
+        c = build(tmp_path / f"c{len(made)}-{kw.get('backend', 'embedded')}", **kw)
         made.append(c)
         _CLUSTERS.append(c)
         c.start()
@@ -57,6 +55,14 @@ def make_cluster(tmp_path):
             _CLUSTERS.remove(c)
     if reports:
         pytest.fail("sanitizer reported errors:\n" + "\n".join(reports), pytrace=False)
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """Factory: make_cluster(backend='embedded'|'nginx', delay_ms=0,
+    containers=None, limits=None, account=None) -> started Cluster; everything
+    it started is stopped when the test ends."""
+    yield from cluster_factory(tmp_path, rc.Cluster)
 
 
 @pytest.fixture(params=["embedded", "nginx"])
