@@ -39,8 +39,8 @@ def cluster_factory(tmp_path, build):
     made is stopped, and sanitizer reports fail the test."""
     made = []
 
-    def make(**kw):
-        c = build(tmp_path / f"c{len(made)}-{kw.get('backend', 'embedded')}", **kw)
+    def make(backend="embedded", **kw):
+        c = build(tmp_path / f"c{len(made)}-{backend}", backend=backend, **kw)
         made.append(c)
         _CLUSTERS.append(c)
         c.start()
