@@ -58,24 +58,6 @@ static bool address_is_private(const char *host)
     return (ip >> 24) == 127 || (ip >> 24) == 10 || (ip >> 20) == 0xac1 || (ip >> 16) == 0xc0a8;
 }
 
-int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
-                       struct err *err)
-{
-    struct session_token t = { 0 }, mine = { .topology = r->topology,
-                                             .confirmed = r->j->applied_crts };
-    size_t n = 0;
-    const char *h = hdr_block_get(req, "x-session-token", &n);
-    if (!h)
-        h = hdr_block_get(req, "x-ms-session-token", &n);
-    if (h && session_token_parse(h, n, &t, err) < 0)
-        return -1;
-    if (lsn)
-        session_token_note(&mine, r->self->id, lsn);
-    session_token_merge(&t, &mine);
-    session_token_format(&t, out);
-    return 0;
-}
-
 /* --- the hub's decisions ----------------------------------------------------- */
 
 struct decide_job {
@@ -128,175 +110,6 @@ void repl_log_grew(struct repl *r, uint64_t last_crts)
         r->j->stored_crts = last_crts;
     peer_streams_pump(r);
     applier_kick(r);
-}
-
-/* --- reads and the change feed ----------------------------------------------- */
-
-void repl_reply_json(struct downstream *c, int status, json_t *j)
-{
-    char *text = entry_dump(j);
-    if (!text) {
-        downstream_reply_error(c, 500, "internal", "out of memory");
-        return;
-    }
-    downstream_reply(c, status, NULL, 0, "application/json", text, strlen(text));
-    free(text);
-}
-
-void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn)
-{
-    char token[SESSION_TOKEN_TEXT_MAX];
-    struct err err;
-    if (repl_session_token(r, &downstream_request(c)->head, lsn, token, &err) == 0)
-        downstream_add_header(c, "X-Session-Token", token);
-}
-
-static void annotate_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
-                          const char *id)
-{
-    struct head_rec h;
-    char crts[24];
-    bool found = journal_head(r->j, ct->name, id, &h) == 0 && h.exists;
-    /* Reading this region's own tentative write puts it in the session. */
-    repl_add_token(r, c, found && h.pending && h.version.region == r->self->id ? h.version.lsn : 0);
-    if (!found)
-        return;
-    bool confirmed = h.pending == 0 && h.crts != 0;
-    downstream_add_header(c, "X-Meridian-Confirmed", confirmed ? "true" : "false");
-    if (confirmed) {
-        snprintf(crts, sizeof crts, "%llu", (unsigned long long)h.crts);
-        downstream_add_header(c, "X-Meridian-Crts", crts);
-    }
-    char v[VERSION_TEXT_MAX];
-    version_format(h.version, v);
-    downstream_add_header(c, "X-Meridian-Version", v);
-}
-
-struct read_wait {
-    struct repl *r;
-    struct downstream *c;        /* NULL once the client went away */
-    const struct conf_container *ct;
-    void (*proceed)(struct downstream *c);
-    char key[512];
-    size_t klen;
-    char id[512];
-};
-
-static void read_locked(void *arg)
-{
-    struct read_wait *rw = arg;
-    struct downstream *c = rw->c;
-    /* The write before us is committed: the index describes what the
-     * backend holds. The lock is not needed for the read itself. */
-    keylock_release(rw->r->locks, rw->key, rw->klen);
-    if (c && !rw->r->closing) {
-        downstream_backend(c)->read = NULL;
-        annotate_read(rw->r, c, rw->ct, rw->id);
-        rw->proceed(c);
-    }
-    free(rw);
-}
-
-bool repl_read(struct repl *r, struct downstream *c, const struct conf_container *ct,
-               const char *id, void (*proceed)(struct downstream *c))
-{
-    char key[512];
-    size_t klen = repl_key(ct->name, id, key, sizeof key);
-    struct read_wait *rw = NULL;
-    if (klen && keylock_is_held(r->locks, key, klen))
-        rw = calloc(1, sizeof *rw);
-    if (!rw) {
-        annotate_read(r, c, ct, id);
-        return false;
-    }
-    *rw = (struct read_wait){ .r = r, .c = c, .ct = ct, .proceed = proceed, .klen = klen };
-    memcpy(rw->key, key, klen);
-    snprintf(rw->id, sizeof rw->id, "%s", id);
-    downstream_backend(c)->read = rw;
-    if (keylock_acquire(r->locks, rw->key, rw->klen, read_locked, rw) < 0) {
-        downstream_backend(c)->read = NULL;
-        free(rw);
-        annotate_read(r, c, ct, id);
-        return false;
-    }
-    return true;
-}
-
-void repl_read_cancel(struct read_wait *rw)
-{
-    if (rw)
-        rw->c = NULL;
-}
-
-struct changes_scan {
-    struct repl *r;
-    const char *container;
-    json_t *list;
-    size_t limit;
-    uint64_t last;
-};
-
-/* A confirmed write, or a procedure's resolution (the document the hub made,
- * version 0:crts, naming the write it resolved). */
-static json_t *change_json(struct repl *r, const struct clog_entry *e)
-{
-    bool resolved = e->outcome == LWW_RESOLVED;
-    struct version ver = resolved ? e->head : repl_write_version(&e->w);
-    bool del = resolved ? e->head_delete : e->w.is_delete;
-    const char *doc = resolved ? e->head_doc : e->w.doc;
-    char v[VERSION_TEXT_MAX];
-    version_format(ver, v);
-    const char *op = del ? "delete" : !resolved && version_is_none(e->w.base) ? "create" : "replace";
-    json_t *j = json_pack("{s:I,s:I,s:s,s:I,s:s,s:s,s:s,s:I}", "crts", (json_int_t)e->crts, "lsn",
-                          (json_int_t)ver.lsn, "region",
-                          resolved ? "resolver" : repl_region_name(r, e->w.origin), "regionId",
-                          (json_int_t)ver.region, "op", op, "id", e->w.id, "version", v, "hlc",
-                          (json_int_t)(resolved ? e->head_hlc : e->w.hlc));
-    if (!j)
-        return NULL;
-    if (del)
-        json_object_set_new(j, "tombstone", json_true());
-    else
-        json_object_set_new(j, "doc", json_loads(doc, 0, NULL));
-    if (resolved) {
-        version_format(repl_write_version(&e->w), v);
-        json_object_set_new(j, "resolves", json_string(v));
-    }
-    return j;
-}
-
-static int changes_one(void *arg, uint64_t crts, const char *text, size_t len)
-{
-    struct changes_scan *cs = arg;
-    struct clog_entry e;
-    struct err err;
-    cs->last = crts;
-    if (clog_entry_parse(text, len, &e, &err) == 0) {
-        if ((e.outcome == LWW_CONFIRMED || e.outcome == LWW_RESOLVED) &&
-            strcmp(e.w.container, cs->container) == 0)
-            json_array_append_new(cs->list, change_json(cs->r, &e));
-        clog_entry_clear(&e);
-    }
-    return json_array_size(cs->list) >= cs->limit;
-}
-
-void repl_changes(struct repl *r, struct downstream *c, const struct conf_container *ct)
-{
-    const char *target = hdr_block_line(&downstream_request(c)->head);
-    bool bad = false;
-    uint64_t since = route_query_u64(target, "since", 0, &bad);
-    uint64_t limit = route_query_u64(target, "limit", 1000, &bad);
-    if (bad || limit == 0 || limit > 10000) {
-        downstream_reply_error(c, 400, "bad_request",
-                               "_changes takes since=CRTS and limit=N (1..10000), both decimal");
-        return;
-    }
-    struct changes_scan cs = { r, ct->name, json_array(), limit, since };
-    journal_scan_clog(r->j, since, r->j->applied_crts, SIZE_MAX, changes_one, &cs);
-    json_t *body = json_pack("{s:s,s:o,s:I,s:I}", "container", ct->name, "changes", cs.list,
-                             "last", (json_int_t)cs.last, "applied", (json_int_t)r->j->applied_crts);
-    repl_add_token(r, c, 0);
-    repl_reply_json(c, 200, body);
 }
 
 /* --- start-up recovery ---------------------------------------------------------- */
@@ -614,68 +427,6 @@ struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id)
     return r->peer_pools[i];
 }
 
-void repl_note_applied(struct repl *r, const struct clog_entry *e)
-{
-    if (e->outcome != LWW_DISMISSED && e->w.origin)
-        session_token_note(&r->applied, e->w.origin, e->w.lsn);
-    if (e->outcome != LWW_DISMISSED && e->w.origin == r->hub->id)
-        hub_window_note(&r->hub_applied, e->w.lsn);
-    r->applied.confirmed = r->j->applied_crts;
-    if (!TAILQ_EMPTY(&r->write_waits) && e->w.origin == r->self->id) {
-        writewait_decided(r, e);
-        writewait_tick(r, node_now_ms(r->node));
-    }
-}
-
-#define APPLIED_REBUILD_MAX 200000
-
-struct applied_rebuild {
-    struct repl *r;
-    size_t missing;                /* regions whose mark is not found yet */
-    bool hub_done;                 /* the hub's window is filled */
-};
-
-/* Walking back: notes hub write `lsn`; false once below the window. */
-static bool hub_window_rebuild(struct hub_window *w, uint64_t lsn)
-{
-    if (w->max && w->max - lsn >= CONSISTENCY_HUB_WINDOW)
-        return false;
-    hub_window_note(w, lsn);
-    return true;
-}
-
-static int applied_rebuild_one(void *arg, uint64_t crts, const char *json, size_t len)
-{
-    struct applied_rebuild *ab = arg;
-    struct clog_entry e;
-    struct err err;
-    if (clog_entry_parse(json, len, &e, &err) == 0) {
-        if (e.outcome != LWW_DISMISSED && e.w.origin == ab->r->hub->id)
-            ab->hub_done = !hub_window_rebuild(&ab->r->hub_applied, e.w.lsn);
-        if (e.outcome != LWW_DISMISSED && !session_token_lsn(&ab->r->applied, e.w.origin) &&
-            repl_region_index(ab->r, e.w.origin) >= 0) {
-            session_token_note(&ab->r->applied, e.w.origin, e.w.lsn);
-            ab->missing--;
-        }
-        clog_entry_clear(&e);
-    }
-    (void)crts;
-    return ab->missing == 0 && ab->hub_done;
-}
-
-/* The per-origin applied marks, from the newest applied entries backwards
- * (an origin's writes are decided in LSN order, so its newest applied entry
- * carries its mark). An origin not met within the bound counts as 0: its
- * writes named by a token are then looked for elsewhere, never assumed. */
-static void applied_rebuild(struct repl *r)
-{
-    struct applied_rebuild ab = { r, r->node->conf->n_regions, r->is_hub };
-    r->applied.confirmed = r->j->applied_crts;
-    if (r->j->applied_crts)
-        journal_scan_clog_back(r->j, r->j->applied_crts, APPLIED_REBUILD_MAX, applied_rebuild_one,
-                               &ab);
-}
-
 /* With the embedded store the journal lives in the store's environment, so
  * that a write, its journal entry and (hub) its decision are one transaction
  * and one fsync; otherwise in its own, DATA_DIR/replication. */
@@ -724,7 +475,7 @@ int repl_init(struct node *n, struct err *err)
     if (repl_journal_open(r, err) < 0)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
-    applied_rebuild(r);
+    repl_applied_rebuild(r);
     if (conflicts_init(r, err) < 0 || failover_init(r, err) < 0)
         return -1;
     r->locks = keylock_new();

@@ -2,7 +2,10 @@
  * journal (replication/journal), the HLC, the key locks, and the I/O around
  * them: the write path of container writes (writepath.c), the peer port's
  * endpoints (peer.c), shipping to the hub (shipper.c), following the hub's
- * confirmed log (follower.c) and applying it to the backend (applier.c).
+ * confirmed log (follower.c) and applying it to the backend (applier.c);
+ * reads and writes routed by consistency level and session token
+ * (readpath.c, writewait.c, session.c, docread.c); custom resolution and the
+ * conflicts feed (conflicts.c); failover to the next region (failover.c).
  * The decisions and storage live in replication/ and resolver/, which never
  * see a socket; this part never decides a conflict itself. */
 #ifndef MERIDIAN_REPL_H
@@ -294,6 +297,8 @@ int failover_render(struct repl *r, struct sbuf *out);
 
 /* The peer pool of region `id` (NULL for this region or an unknown one). */
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);
+/* session.c: the per-origin applied marks, from the log at start-up. */
+void repl_applied_rebuild(struct repl *r);
 /* The applier finished an entry: the per-origin applied marks move on. */
 void repl_note_applied(struct repl *r, const struct clog_entry *e);
 /* Answers with the JSON text of `j` (released). */
