@@ -122,14 +122,8 @@ void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag)
 /* The request's session token; -1 (answered 400) when malformed. */
 static int request_token(struct downstream *c, struct session_token *t)
 {
-    const struct hdr_block *h = &downstream_request(c)->head;
-    size_t n = 0;
-    const char *v = hdr_block_get(h, "x-session-token", &n);
-    if (!v)
-        v = hdr_block_get(h, "x-ms-session-token", &n);
     struct err err;
-    memset(t, 0, sizeof *t);
-    if (v && session_token_parse(v, n, t, &err) < 0) {
+    if (repl_request_token(&downstream_request(c)->head, t, &err) < 0) {
         char why[600];
         snprintf(why, sizeof why, "X-Session-Token: %s", err.msg);
         downstream_reply_error(c, 400, "bad_session_token", why);

@@ -310,6 +310,11 @@ void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn);
 /* After new entries are in this region's confirmed log. */
 void repl_log_grew(struct repl *r, uint64_t last_crts);
 
+/* The request's X-Session-Token (or x-ms-session-token); the empty token
+ * when it has none; -1 with the reason when malformed. */
+int repl_request_token(const struct hdr_block *req, struct session_token *t,
+                       struct err *err) MUST_CHECK;
+
 /* Session token of an answer: the request's token merged with this region's
  * progress and, for a write, its version. */
 int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,

@@ -11,16 +11,21 @@
 #include "node.h"
 #include "repl.h"
 
-int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
-                       struct err *err)
+int repl_request_token(const struct hdr_block *req, struct session_token *t, struct err *err)
 {
-    struct session_token t = { 0 }, mine = { .topology = r->topology,
-                                             .confirmed = r->j->applied_crts };
     size_t n = 0;
     const char *h = hdr_block_get(req, "x-session-token", &n);
     if (!h)
         h = hdr_block_get(req, "x-ms-session-token", &n);
-    if (h && session_token_parse(h, n, &t, err) < 0)
+    memset(t, 0, sizeof *t);
+    return h ? session_token_parse(h, n, t, err) : 0;
+}
+
+int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
+                       struct err *err)
+{
+    struct session_token t, mine = { .topology = r->topology, .confirmed = r->j->applied_crts };
+    if (repl_request_token(req, &t, err) < 0)
         return -1;
     if (lsn)
         session_token_note(&mine, r->self->id, lsn);
