@@ -124,6 +124,7 @@ static void apply_advance(struct repl *r)
         r->apply_inflight--;
         apply_free(op);
     }
+    topology_applied(r);
     readpath_wake(r, node_now_ms(r->node));
     if (!r->apply_head && r->j->applied_crts > r->apply_persisted && !r->closing) {
         r->apply_persisted = r->j->applied_crts;

@@ -166,6 +166,12 @@ void repl_changes(struct repl *r, struct downstream *c, const struct conf_contai
                                "_changes takes since=CRTS and limit=N (1..10000), both decimal");
         return;
     }
+    if (since < r->history_from && !r->is_hub && !readpath_is_forwarded(c)) {
+        /* Joined by snapshot: before history_from this log holds only the
+         * entries of the state then; the hub has them all. */
+        readpath_to_hub(c, "change feed before this region's history");
+        return;
+    }
     struct changes_scan cs = { r, ct->name, json_array(), limit, since };
     journal_scan_clog(r->j, since, r->j->applied_crts, SIZE_MAX, changes_one, &cs);
     json_t *body = json_pack("{s:s,s:o,s:I,s:I}", "container", ct->name, "changes", cs.list,

@@ -101,6 +101,8 @@ void failover_candidates(const struct repl *r, struct read_decision *d)
     const struct conf *conf = r->node->conf;
     int self = repl_region_index(r, r->self->id);
     d->n = 0;
+    if (self < 0)
+        self = (int)conf->n_regions - 1; /* removed from the file: from the first on */
     for (size_t k = 1; k < conf->n_regions && d->n < CONSISTENCY_MAX_CANDIDATES; k++)
         d->candidates[d->n++] = conf->regions[((size_t)self + k) % conf->n_regions].id;
     d->where = d->n ? READ_FORWARD : READ_REFUSE;

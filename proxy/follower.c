@@ -2,7 +2,10 @@
  * peer-port stream from the last entry it holds, stores the entries (in crts
  * order, each validated) and wakes the applier. Heartbeat lines carry the
  * hub's clock and log position: the HLC adopts the former (within the drift
- * bound), lag is measured against the latter. Reconnects with backoff. */
+ * bound), lag is measured against the latter. Reconnects with backoff.
+ * A joining region with nothing stored asks for a snapshot first (its first
+ * line says so); a region taking over as hub follows the region it catches
+ * up from (topology.c). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +75,7 @@ static void follow_retry(struct repl *r, const char *why)
     r->follow_retry_ms = node_now_ms(r->node) + r->follow_backoff_ms;
     r->follow_buf.len = 0;
     if (why)
-        log_warn("following hub %s: %s; reconnecting in %llu ms", r->hub->name, why,
+        log_warn("following %s: %s; reconnecting in %llu ms", r->follow_name, why,
                  (unsigned long long)r->follow_backoff_ms);
 }
 
@@ -139,11 +142,19 @@ static void follow_store(struct repl *r)
     }
 }
 
-/* A heartbeat line: the hub's clock and log position. False for anything else. */
+/* A heartbeat line: the hub's clock and log position; or the line that
+ * starts a snapshot. False for anything else. */
 static bool follow_heartbeat(struct repl *r, const char *line, size_t len)
 {
     struct err e;
     json_t *hb = json_loadb(line, len, 0, NULL);
+    json_t *snap = json_object_get(hb, "snapshot");
+    if (json_is_integer(snap)) {
+        topology_snapshot(r, (uint64_t)json_integer_value(snap),
+                          (uint64_t)json_integer_value(json_object_get(hb, "entries")));
+        json_decref(hb);
+        return true;
+    }
     if (!json_object_get(hb, "hb")) {
         json_decref(hb);
         return false;
@@ -157,8 +168,9 @@ static bool follow_heartbeat(struct repl *r, const char *line, size_t len)
     r->hub_hb_last = last;
     if (hlc_update(&r->hlc, clock, hlc_wall_ms(), &e) < 0) {
         r->stats.clock_refusals++;
-        log_warn("hub %s: %s", r->hub->name, e.msg);
+        log_warn("%s: %s", r->follow_name, e.msg);
     }
+    topology_heartbeat(r, last);
     return true;
 }
 
@@ -176,7 +188,7 @@ static int follow_line(struct repl *r, const char *line, size_t len)
     if (rc < 0 || e.crts <= r->follow_batch_last || e.crts <= r->j->stored_crts) {
         if (rc == 0)
             clog_entry_clear(&e);
-        log_warn("hub %s sent a bad confirmed-log line: %s", r->hub->name,
+        log_warn("%s sent a bad confirmed-log line: %s", r->follow_name,
                  rc < 0 ? err.msg : "crts out of order");
         return rc < 0 ? -1 : 0;
     }
@@ -225,9 +237,9 @@ static void follow_head(void *arg, const struct upstream_head *h)
 {
     struct repl *r = arg;
     if (h->status != 200)
-        log_warn("hub %s answered the log stream with %d", r->hub->name, h->status);
+        log_warn("%s answered the log stream with %d", r->follow_name, h->status);
     else
-        log_info("following the confirmed log of hub %s from crts %llu", r->hub->name,
+        log_info("following the confirmed log of %s from crts %llu", r->follow_name,
                  (unsigned long long)r->j->stored_crts);
 }
 
@@ -248,18 +260,20 @@ static const struct upstream_handler follow_handler = {
 
 void follower_kick(struct repl *r)
 {
-    if (r->closing || r->is_hub || r->follow || r->follow_storing || r->follow_batch.len)
+    if (r->closing || r->is_hub || !r->follow_pool || r->follow || r->follow_storing ||
+        r->follow_batch.len)
         return;
     uint64_t since = r->j->stored_crts;
+    bool snapshot = r->state == REGION_JOINING && since == 0;
     struct sbuf req = { 0 };
-    if (sbuf_printf(&req, "GET /_meridian/v1/log?since=%llu HTTP/1.1\r\nHost: %s\r\n\r\n",
-                    (unsigned long long)since, r->hub->peer_listen.text) < 0) {
+    if (sbuf_printf(&req, "GET /_meridian/v1/log?since=%llu%s HTTP/1.1\r\nHost: meridian\r\n\r\n",
+                    (unsigned long long)since, snapshot ? "&snapshot=1" : "") < 0) {
         sbuf_free(&req);
         return;
     }
     r->follow_retry_ms = 0;
     r->follow_batch_last = since;
-    r->follow = upstream_send(r->hub_pool, &req, false, true, &follow_handler, r);
+    r->follow = upstream_send(r->follow_pool, &req, false, true, &follow_handler, r);
     sbuf_free(&req);
 }
 
@@ -267,4 +281,6 @@ void follower_stop(struct repl *r)
 {
     upstream_cancel(r->follow);
     r->follow = NULL;
+    r->follow_buf.len = 0;   /* a partial line of the stream ended */
+    r->follow_paused = false;
 }

@@ -90,9 +90,16 @@ int node_reload(struct node *n, const char *cause);
 /* Reloads when the file changed on disk since the last look. */
 void node_watch_config(struct node *n);
 void node_free_retired(struct node *n);
+/* The name of region `id` in any configuration this node has had
+ * ("unknown" when none named it). */
+const char *node_region_name_ever(const struct node *n, uint32_t id);
 /* Sweeps replaced backend pools; frees those with nothing in flight (all of
  * them once the node is stopped). */
 void node_sweep_retired(struct node *n, uint64_t now_ms);
+
+/* A pool no longer used for new requests: freed once what it has in
+ * flight is done (node_sweep_retired). */
+void node_retire_pool(struct node *n, struct upstream_pool *pool);
 
 /* Called by downstream when a connection goes away, so a drain can finish. */
 void node_client_gone(struct node *n);

@@ -104,6 +104,16 @@ static void ops_ready(struct downstream *c)
         reply_not_ready(c, "draining");
         return;
     }
+    if (n->repl && n->repl->state != REGION_SERVING && n->repl->state != REGION_TAKING_OVER) {
+        char why[200];
+        snprintf(why, sizeof why, n->repl->state == REGION_JOINING
+                                      ? "joining: applied crts %llu of %llu"
+                                      : "this region is no longer in the configuration",
+                 (unsigned long long)n->repl->j->applied_crts,
+                 (unsigned long long)n->repl->join_target);
+        reply_not_ready(c, why);
+        return;
+    }
     if (n->store) {
         struct err e;
         if (embedded_check(n->store, &e) < 0)

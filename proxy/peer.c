@@ -1,7 +1,12 @@
 /* peer: the peer port's endpoints, under /_meridian/v1/:
  *   POST ship            a satellite's batch of committed writes → the hub decides them
  *   GET  log?since=CRTS  the confirmed log as a long-lived NDJSON stream, then
- *                        live entries and a heartbeat line every second
+ *                        live entries and a heartbeat line every second (and
+ *                        one first); with snapshot=1 and since=0, at the hub,
+ *                        a snapshot first: a {"snapshot":P,"entries":N} line,
+ *                        the N entries that make the confirmed state at P
+ *                        (replication/handover.c), then the log after P.
+ *                        Any region serves its log (a new hub catches up so).
  *   GET  status          this node's replication state
  *   DELETE conflicts/CONTAINER/ID   a satellite's client removes a conflict
  *                        from the feed: the hub decides it (conflicts.c)
@@ -13,6 +18,7 @@
 #include <string.h>
 
 #include "../replication/confirm.h"
+#include "../replication/handover.h"
 #include "../util/jsonscan.h"
 #include "../util/log.h"
 #include "downstream.h"
@@ -29,6 +35,9 @@ struct peer_stream {
     struct downstream *c;
     uint64_t sent_crts;
     bool blocked;              /* the client's output is full */
+    uint64_t *snap;            /* a snapshot's entries still to send, then the log from snap_upto */
+    size_t snap_n, snap_next;
+    uint64_t snap_upto;
 };
 
 /* --- ship ------------------------------------------------------------------- */
@@ -189,8 +198,10 @@ static void peer_ship(struct repl *r, struct downstream *c)
     json_t *root = sb.root;
     json_int_t origin = json_integer_value(json_object_get(root, "origin"));
     char why[300];
-    if (prc < 0 || !json_is_array(json_object_get(root, "writes")) ||
-        repl_region_index(r, (uint32_t)origin) <= 0) {
+    /* Any region but the hub itself ships: one just removed from the file
+     * still ships what it holds. */
+    if (prc < 0 || !json_is_array(json_object_get(root, "writes")) || origin <= 0 ||
+        origin > UINT32_MAX || (uint32_t)origin == r->self->id) {
         snprintf(why, sizeof why, "ship body must be {\"origin\": SATELLITE_ID, \"writes\": [...]}%s%s",
                  root ? "" : ": ", root ? "" : je.text);
         ship_body_free(&sb);
@@ -233,10 +244,28 @@ static int pump_one(void *arg, uint64_t crts, const char *json, size_t len)
     return s->blocked;
 }
 
+static int snap_one(void *arg, uint64_t crts, const char *json, size_t len)
+{
+    struct peer_stream *s = arg;
+    downstream_stream_body(s->c, json, len);
+    s->blocked = downstream_stream_body(s->c, "\n", 1);
+    (void)crts;
+    return 1;
+}
+
 static void stream_pump(struct peer_stream *s)
 {
     struct journal *j = s->r->j;
-    while (!s->blocked && s->sent_crts < j->stored_crts) {
+    while (!s->blocked && s->snap_next < s->snap_n) {
+        uint64_t crts = s->snap[s->snap_next++];
+        journal_scan_clog(j, crts - 1, crts, 1, snap_one, s);
+    }
+    if (s->snap && s->snap_next == s->snap_n) {
+        free(s->snap);
+        s->snap = NULL;
+        s->sent_crts = s->snap_upto;
+    }
+    while (!s->blocked && !s->snap && s->sent_crts < j->stored_crts) {
         uint64_t before = s->sent_crts;
         journal_scan_clog(j, s->sent_crts, j->stored_crts, PEER_PUMP_MAX, pump_one, s);
         if (s->sent_crts == before)
@@ -252,15 +281,21 @@ void peer_streams_pump(struct repl *r)
         stream_pump(s);
 }
 
-void peer_streams_heartbeat(struct repl *r)
+static void stream_heartbeat(struct peer_stream *s)
 {
     char line[128];
-    struct peer_stream *s;
+    struct repl *r = s->r;
     int n = snprintf(line, sizeof line, "{\"hb\":%llu,\"last\":%llu}\n",
                      (unsigned long long)repl_hlc_now(r), (unsigned long long)r->j->stored_crts);
+    if (!s->blocked)
+        s->blocked = downstream_stream_body(s->c, line, (size_t)n);
+}
+
+void peer_streams_heartbeat(struct repl *r)
+{
+    struct peer_stream *s;
     TAILQ_FOREACH(s, &r->streams, link)
-        if (!s->blocked)
-            s->blocked = downstream_stream_body(s->c, line, (size_t)n);
+        stream_heartbeat(s);
 }
 
 struct downstream *peer_stream_client(struct peer_stream *s)
@@ -280,11 +315,42 @@ void peer_stream_cancel(struct peer_stream *s)
         return;
     TAILQ_REMOVE(&s->r->streams, s, link);
     downstream_backend(s->c)->stream = NULL;
+    free(s->snap);
     free(s);
 }
 
-static void peer_log(struct repl *r, struct downstream *c, uint64_t since)
+/* Whether `since` is a position of this region's log: a follower that holds
+ * entries this log does not (a hub lost with decisions only one region
+ * had) would mix two histories. */
+static int has_entry(void *arg, uint64_t crts, const char *json, size_t len)
 {
+    (void)json;
+    (void)len;
+    *(bool *)arg = crts > 0;
+    return 1;
+}
+
+static bool log_holds(struct repl *r, uint64_t since)
+{
+    bool found = false;
+    if (since == 0 || since > r->j->stored_crts)
+        return true; /* the start, or not there yet: sent when it comes */
+    journal_scan_clog(r->j, since - 1, since, 1, has_entry, &found);
+    return found;
+}
+
+static void peer_log(struct repl *r, struct downstream *c, uint64_t since, bool snapshot)
+{
+    if (!log_holds(r, since)) {
+        char why[300];
+        snprintf(why, sizeof why, "this region's confirmed log has no entry at crts %llu: the "
+                 "follower's log diverged (it holds decisions of a hub that was lost); give that "
+                 "region a new data_dir to join again", (unsigned long long)since);
+        log_error("a peer asked for the log from crts %llu, which is not in it: diverged",
+                  (unsigned long long)since);
+        downstream_reply_error(c, 409, "diverged", why);
+        return;
+    }
     struct peer_stream *s = calloc(1, sizeof *s);
     struct hdr_block h = { 0 };
     if (!s || hdr_block_add_line(&h, "OK", 2) < 0 || hdr_block_end_line(&h) < 0 ||
@@ -296,12 +362,33 @@ static void peer_log(struct repl *r, struct downstream *c, uint64_t since)
         return;
     }
     *s = (struct peer_stream){ .r = r, .c = c, .sent_crts = since };
+    if (snapshot && since == 0 && r->is_hub && r->j->stored_crts > 0 &&
+        handover_snapshot(r->j, &s->snap, &s->snap_n, &s->snap_upto) < 0) {
+        free(s);
+        hdr_block_free(&h);
+        downstream_reply_error(c, 500, "internal", "the snapshot could not be read");
+        return;
+    }
     downstream_stream_head(c, 200, &h, -1, false);
     hdr_block_free(&h);
     downstream_backend(c)->stream = s;
     TAILQ_INSERT_TAIL(&r->streams, s, link);
-    log_info("peer %s follows the confirmed log from crts %llu", downstream_client_ip(c),
-             (unsigned long long)since);
+    if (s->snap_upto) {
+        char line[96];
+        int n = snprintf(line, sizeof line, "{\"snapshot\":%llu,\"entries\":%zu}\n",
+                         (unsigned long long)s->snap_upto, s->snap_n);
+        s->blocked = downstream_stream_body(c, line, (size_t)n);
+        if (!s->snap) { /* nothing in it: the log from there */
+            s->snap = calloc(1, sizeof *s->snap);
+            s->snap_n = s->snap_next = 0;
+        }
+        log_info("peer %s joins: a snapshot of %zu entries at crts %llu, then the log",
+                 downstream_client_ip(c), s->snap_n, (unsigned long long)s->snap_upto);
+    } else {
+        log_info("peer %s follows the confirmed log from crts %llu", downstream_client_ip(c),
+                 (unsigned long long)since);
+    }
+    stream_heartbeat(s); /* a follower learns the log's head at once */
     stream_pump(s);
 }
 
@@ -313,13 +400,26 @@ static void peer_status(struct repl *r, struct downstream *c)
     struct peer_stream *s;
     TAILQ_FOREACH(s, &r->streams, link)
         streams++;
-    repl_reply_json(c, 200,
-              json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:i}", "region", r->self->name,
-                        "regionId", (json_int_t)r->self->id, "hub", r->is_hub, "next_lsn",
-                        (json_int_t)r->j->next_lsn, "applied_crts", (json_int_t)r->j->applied_crts,
-                        "stored_crts", (json_int_t)r->j->stored_crts, "shipped_upto",
-                        (json_int_t)r->ship_after, "hub_last_crts", (json_int_t)r->hub_last_crts,
-                        "streams", (int)streams));
+    json_t *st = json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:i}", "region", r->self->name,
+                           "regionId", (json_int_t)r->self->id, "hub", r->is_hub, "next_lsn",
+                           (json_int_t)r->j->next_lsn, "applied_crts",
+                           (json_int_t)r->j->applied_crts, "stored_crts",
+                           (json_int_t)r->j->stored_crts, "shipped_upto",
+                           (json_int_t)r->ship_after, "hub_last_crts",
+                           (json_int_t)r->hub_last_crts, "streams", (int)streams);
+    /* The topology: its role, which hub it follows, a join's target, and
+     * whether a region that stopped being the hub has stopped deciding. */
+    if (st && json_object_update_new(st, json_pack("{s:s,s:s,s:I,s:b,s:I}", "state",
+                                                   topology_state_name(r->state), "hub_name",
+                                                   r->hub->name, "join_target",
+                                                   (json_int_t)r->join_target, "fenced",
+                                                   !r->is_hub && (r->fenced || !r->fence_lsn),
+                                                   "history_from",
+                                                   (json_int_t)r->history_from)) < 0) {
+        json_decref(st);
+        st = NULL;
+    }
+    repl_reply_json(c, 200, st);
 }
 
 void peer_handle(struct downstream *c)
@@ -331,15 +431,20 @@ void peer_handle(struct downstream *c)
     bool bad = false;
     if (headers_token_eq(target, plen, "/_meridian/v1/ship") && req->method == HTTP_POST) {
         if (!r->is_hub)
-            downstream_reply_error(c, 409, "not_hub", "this region is not the hub; ship to the first region of the configuration");
+            downstream_reply_error(c, 409, "not_hub",
+                                   r->state == REGION_TAKING_OVER
+                                       ? "this region is taking over as hub; ship again shortly"
+                                       : "this region is not the hub; ship to the first region of the configuration");
         else
             peer_ship(r, c);
     } else if (headers_token_eq(target, plen, "/_meridian/v1/log") && req->method == HTTP_GET) {
         uint64_t since = route_query_u64(target, "since", 0, &bad);
+        bool snapshot = route_query_u64(target, "snapshot", 0, &bad) == 1;
         if (bad)
-            downstream_reply_error(c, 400, "bad_request", "since must be a decimal crts");
+            downstream_reply_error(c, 400, "bad_request",
+                                   "since must be a decimal crts, snapshot 0 or 1");
         else
-            peer_log(r, c, since);
+            peer_log(r, c, since, snapshot);
     } else if (headers_token_eq(target, plen, "/_meridian/v1/status") && req->method == HTTP_GET) {
         peer_status(r, c);
     } else if (plen > sizeof CONFLICTS_PREFIX - 1 && req->method == HTTP_DELETE &&

@@ -352,9 +352,47 @@ static struct read_decision gate(struct read_route *rr, const struct region_prog
                                    "token names; retry, or write in the region that has them" };
 }
 
+/* A joining region has not applied the confirmed state yet: its writes
+ * wait for the join (up to session_wait_ms), then 503; while it is known to
+ * trail the hub's state, its reads go to the hub. */
+static bool joining(struct read_route *rr, bool waited, bool forwarded)
+{
+    struct repl *r = rr->r;
+    if (r->state != REGION_JOINING)
+        return false;
+    if (!rr->is_write) {
+        if (forwarded || !r->join_known)
+            return false;
+        rr->d = (struct read_decision){ READ_FORWARD, { r->hub->id }, 1, "joining" };
+        rr->next = 0;
+        forward_next(rr);
+        return true;
+    }
+    if (!waited) {
+        rr->d = (struct read_decision){ READ_WAIT, { 0 }, 0, "joining" };
+        rr->deadline_ms = node_now_ms(r->node) + r->node->conf->session_wait_ms;
+        rr->waiting = true;
+        TAILQ_INSERT_TAIL(&r->read_waits, rr, link);
+        return true;
+    }
+    struct downstream *c = rr->c;
+    char why[300];
+    snprintf(why, sizeof why, "region %s is joining the cluster: it has applied crts %llu of "
+             "%llu%s; it takes writes once it has caught up", r->self->name,
+             (unsigned long long)r->j->applied_crts, (unsigned long long)r->join_target,
+             r->join_known ? "" : " (the hub has not been reached yet)");
+    count_rr(rr, SERVED_REFUSED);
+    route_free(rr);
+    downstream_add_header(c, "Retry-After", "1");
+    downstream_reply_error(c, 503, "joining", why);
+    return true;
+}
+
 static void decide(struct read_route *rr, bool waited, bool forwarded)
 {
     struct region_progress p;
+    if (joining(rr, waited, forwarded))
+        return;
     readpath_progress(rr->r, &p, rr->level == CONS_BOUNDED_STALENESS);
     rr->d = rr->is_write ? gate(rr, &p, waited)
                          : consistency_route(rr->level, &rr->token, &p, waited, forwarded);
@@ -441,6 +479,13 @@ bool readpath_gate_write(struct downstream *c, readpath_serve_fn serve)
         return true;
     rr->is_write = true;
     char why[200];
+    if (rr->r->state == REGION_RETIRED) {
+        route_free(rr);
+        snprintf(why, sizeof why, "region %s is no longer in the configuration; write in another "
+                 "region", rr->r->self->name);
+        downstream_reply_error(c, 503, "region_removed", why);
+        return true;
+    }
     if (writewait_parse(c, NULL, why, sizeof why) < 0) {
         route_free(rr);
         downstream_reply_error(c, 400, "bad_wait", why);
@@ -490,12 +535,22 @@ void readpath_wake(struct repl *r, uint64_t now)
             }
             continue;
         }
-        if (!late && !consistency_satisfies(&p, &rr->token))
+        if (!late && (!consistency_satisfies(&p, &rr->token) ||
+                      (rr->is_write && r->state == REGION_JOINING)))
             continue;
         TAILQ_REMOVE(&r->read_waits, rr, link);
         rr->waiting = false;
         decide(rr, true, false);
     }
+}
+
+void readpath_to_hub(struct downstream *c, const char *why)
+{
+    struct read_route *rr = route_new(c, NULL);
+    if (!rr)
+        return;
+    rr->d = (struct read_decision){ READ_FORWARD, { rr->r->hub->id }, 1, why };
+    forward_next(rr);
 }
 
 bool readpath_failover(struct downstream *c)

@@ -7,10 +7,12 @@
  * route, partition key, conflict policy, metadata field and profile stay
  * as created), procedures, the default consistency and its bounds, the
  * session/forwarding knobs, clock drift, limits and timeouts, proxy.unmatched,
- * log settings, and a region's HTTP backend URL. What does not (the reload
- * is refused and says so): multi_region_writes, and any other change to the
- * regions (names, ids, addresses, embedded <-> HTTP, data directories:
- * topology changes are not built).
+ * log settings, a region's HTTP backend URL, and the regions themselves:
+ * added, removed, reordered (which moves the hub), another region's peer
+ * address (topology.c carries the change out). What does not (the reload
+ * is refused and says so): multi_region_writes, this region's own listen
+ * and peer addresses, data directory and kind of backend, and a region's
+ * id.
  *
  * Requests in flight keep the container they started with: every
  * configuration ever in force stays allocated until the process exits (a
@@ -33,43 +35,6 @@ struct retired {
 static bool same_str(const char *a, const char *b)
 {
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-/* Another HTTP backend for a region: reloadable (this region's pool is
- * replaced); embedded <-> HTTP is not. */
-static bool backend_reloadable(const struct conf_region *x, const struct conf_region *y)
-{
-    return !x->backend_embedded && !y->backend_embedded;
-}
-
-static int fixed_regions(const struct conf *a, const struct conf *b, char *why, size_t cap)
-{
-    if (a->n_regions != b->n_regions) {
-        snprintf(why, cap, "regions: %zu region%s instead of %zu; adding and removing regions "
-                           "at run time is not built yet: restart every region",
-                 b->n_regions, b->n_regions == 1 ? "" : "s", a->n_regions);
-        return -1;
-    }
-    for (size_t i = 0; i < a->n_regions; i++) {
-        const struct conf_region *x = &a->regions[i], *y = &b->regions[i];
-        const char *field = strcmp(x->name, y->name)           ? "name"
-                            : x->id != y->id                   ? "id"
-                            : strcmp(x->listen.text, y->listen.text) ? "listen"
-                            : strcmp(x->peer_listen.text, y->peer_listen.text) ? "peer_listen"
-                            : !backend_reloadable(x, y) &&
-                                      (x->backend_embedded != y->backend_embedded ||
-                                       !same_str(x->backend_url, y->backend_url))
-                                  ? "backend"
-                            : !same_str(x->data_dir, y->data_dir) ? "data_dir"
-                                                                   : NULL;
-        if (field) {
-            snprintf(why, cap, "%s:%d: regions[%zu].%s: changed; the regions (and which one is "
-                               "the hub) are fixed while the nodes run: restart to change them",
-                     b->path, y->line, i, field);
-            return -1;
-        }
-    }
-    return 0;
 }
 
 static int fixed_containers(const struct conf *a, const struct conf *b, char *why, size_t cap)
@@ -103,24 +68,31 @@ struct retired_pool {
     struct upstream_pool *pool;
 };
 
+void node_retire_pool(struct node *n, struct upstream_pool *pool)
+{
+    struct retired_pool *old = malloc(sizeof *old);
+    if (!old) {
+        upstream_pool_free(pool); /* what it has in flight fails */
+        return;
+    }
+    *old = (struct retired_pool){ n->retired_pools, pool };
+    n->retired_pools = old;
+}
+
 /* This region's backend moved: new requests go to a new pool; the old one
  * finishes what it has in flight (swept by node_sweep_retired). */
 static int swap_backend(struct node *n, const struct conf_region *now, char *why, size_t cap)
 {
-    if (!n->pool || same_str(n->region->backend_url, now->backend_url))
+    if (!n->pool || !now || same_str(n->region->backend_url, now->backend_url))
         return 0;
-    struct retired_pool *old = malloc(sizeof *old);
     struct upstream_pool *pool = NULL;
     struct err err;
-    if (!old || upstream_pool_new(n, now->backend_url, now->backend.host, now->backend.port,
-                                  &pool, &err) < 0) {
-        free(old);
-        snprintf(why, cap, "regions: the new backend %s: %s", now->backend_url,
-                 old ? err.msg : "out of memory");
+    if (upstream_pool_new(n, now->backend_url, now->backend.host, now->backend.port, &pool,
+                          &err) < 0) {
+        snprintf(why, cap, "regions: the new backend %s: %s", now->backend_url, err.msg);
         return -1;
     }
-    *old = (struct retired_pool){ n->retired_pools, n->pool };
-    n->retired_pools = old;
+    node_retire_pool(n, n->pool);
     log_info("backend of region %s: %s from now on (was %s)", now->name, now->backend_url,
              upstream_pool_name(n->pool));
     n->pool = pool;
@@ -162,8 +134,11 @@ int node_reload(struct node *n, const char *cause)
                                   "of every region", next->path);
         goto refused;
     }
-    if (fixed_regions(n->conf, next, why, sizeof why) < 0 ||
-        fixed_containers(n->conf, next, why, sizeof why) < 0)
+    if (topology_reload_check(n->repl, next, &err) < 0) {
+        snprintf(why, sizeof why, "%s", err.msg);
+        goto refused;
+    }
+    if (fixed_containers(n->conf, next, why, sizeof why) < 0)
         goto refused;
     struct retired *old = malloc(sizeof *old);
     if (!old) {
@@ -183,8 +158,9 @@ int node_reload(struct node *n, const char *cause)
     *old = (struct retired){ n->retired, n->conf };
     n->retired = old;
     n->conf = next;
-    n->region = conf_region_by_name(next, n->region->name);
-    repl_conf_swapped(n->repl);
+    if (self) /* a region removed from the file keeps its old entry (topology.c) */
+        n->region = self;
+    repl_conf_swapped(n->repl, old->conf, self);
     enum log_level level;
     if (next->log_level && log_level_parse(next->log_level, &level) == 0)
         log_set_level(level);
@@ -215,6 +191,15 @@ void node_watch_config(struct node *n)
     n->watch.mtime_ns = mtime_ns;
     if (changed && !first)
         node_reload(n, "the file changed");
+}
+
+const char *node_region_name_ever(const struct node *n, uint32_t id)
+{
+    for (const struct retired *r = n->retired; r; r = r->next)
+        for (size_t i = 0; i < r->conf->n_regions; i++)
+            if (r->conf->regions[i].id == id)
+                return r->conf->regions[i].name;
+    return "unknown";
 }
 
 void node_free_retired(struct node *n)

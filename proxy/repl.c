@@ -40,7 +40,7 @@ int repl_region_index(const struct repl *r, uint32_t region_id)
 const char *repl_region_name(const struct repl *r, uint32_t region_id)
 {
     int i = repl_region_index(r, region_id);
-    return i < 0 ? "unknown" : r->node->conf->regions[i].name;
+    return i < 0 ? node_region_name_ever(r->node, region_id) : r->node->conf->regions[i].name;
 }
 
 /* Until the peer port has TLS, it only binds where strangers cannot reach. */
@@ -312,7 +312,8 @@ static void commit_submit(struct repl *r, const struct repl_write *w, struct emb
         return;
     }
     *cj = (struct commit_job){ .r = r, .w = cj->w, .sop = sop, .done = done, .arg = arg };
-    if (r->is_hub) {
+    bool decide = topology_decides_own(r, w->lsn);
+    if (decide) {
         cj->b = calloc(1, sizeof *cj->b);
         if (cj->b) {
             *cj->b = (struct confirm_batch){ .origin = r->self->id, .ws = &cj->w, .n = 1,
@@ -320,9 +321,8 @@ static void commit_submit(struct repl *r, const struct repl_write *w, struct emb
             conflicts_prepare(r, cj->b);
         }
     }
-    if ((r->is_hub && !cj->b) ||
-        committer_submit(r->j->committer, commit_apply, commit_done, cj,
-                         r->is_hub || sop) < 0) {
+    if ((decide && !cj->b) ||
+        committer_submit(r->j->committer, commit_apply, commit_done, cj, decide || sop) < 0) {
         repl_write_clear(&cj->w);
         free(cj->b);
         free(cj);
@@ -457,6 +457,7 @@ int repl_init(struct node *n, struct err *err)
     r->node = n;
     r->self = n->region;
     r->hub = &n->conf->regions[0];
+    r->follow_name = r->hub->name;
     /* The embedded store applies queued writes in order, so entries can be in
      * flight together without changing the order they become visible in; an
      * HTTP backend's pooled connections could reorder them. */
@@ -476,16 +477,17 @@ int repl_init(struct node *n, struct err *err)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
     repl_applied_rebuild(r);
-    if (conflicts_init(r, err) < 0 || failover_init(r, err) < 0)
+    if (conflicts_init(r, err) < 0 || failover_init(r, err) < 0 || topology_init(r, err) < 0)
         return -1;
     r->locks = keylock_new();
     if (!r->locks)
         return err_set(err, "out of memory");
     if (repl_peer_port(r, err) < 0 || (!r->is_hub && repl_hub_link(r, err) < 0))
         return -1;
-    log_info("replication: region %s is %s; journal next lsn %llu, applied crts %llu", r->self->name,
-             r->is_hub ? "the hub" : "a satellite", (unsigned long long)r->j->next_lsn,
-             (unsigned long long)r->j->applied_crts);
+    r->follow_pool = r->hub_pool;
+    log_info("replication: region %s is %s (%s); journal next lsn %llu, applied crts %llu",
+             r->self->name, r->is_hub ? "the hub" : "a satellite", topology_state_name(r->state),
+             (unsigned long long)r->j->next_lsn, (unsigned long long)r->j->applied_crts);
     return 0;
 }
 
@@ -494,16 +496,16 @@ int repl_reload(struct repl *r, const struct conf *next, struct err *err)
     return conflicts_reload(r, next, err);
 }
 
-void repl_conf_swapped(struct repl *r)
+void repl_conf_swapped(struct repl *r, const struct conf *old, const struct conf_region *self)
 {
-    r->self = r->node->region;
-    r->hub = &r->node->conf->regions[0];
+    topology_swapped(r, old, self);
 }
 
 /* Starts the background work once the node is fully up. */
 void repl_start(struct repl *r)
 {
     repl_recover(r);
+    topology_start(r);
     applier_kick(r);
     if (!r->is_hub) {
         follower_kick(r);
@@ -517,6 +519,7 @@ void repl_stop(struct repl *r)
         return;
     r->closing = true;
     failover_close(r);
+    topology_close(r);
     follower_stop(r);
     while (!TAILQ_EMPTY(&r->streams))
         peer_stream_cancel(TAILQ_FIRST(&r->streams));
@@ -530,6 +533,7 @@ void repl_stop(struct repl *r)
     }
     upstream_pool_free(r->hub_pool);
     r->hub_pool = NULL;
+    r->follow_pool = NULL;
 }
 
 void repl_close(struct repl *r)
@@ -555,6 +559,7 @@ void repl_tick(struct repl *r, uint64_t now)
         upstream_sweep(r->hub_pool, now);
     if (r->recover_again && r->recovering == 0)
         repl_recover(r);
+    topology_tick(r, now);
     if (!r->is_hub) {
         if (!r->ship_inflight && r->ship_retry_ms && now >= r->ship_retry_ms)
             shipper_kick(r);
@@ -662,7 +667,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_gauge(out, "meridian_tentative_backlog_age_seconds", "Age of the oldest write in the tentative backlog.", backlog_age, region) < 0 ||
         render_conflicts(r, out, region) < 0 || conflicts_render(r, out) < 0 ||
         readpath_render(r, out) < 0 || writewait_render(r, out) < 0 ||
-        failover_render(r, out) < 0 ||
+        failover_render(r, out) < 0 || topology_render(r, out) < 0 ||
         render_replication_latency(r, out, region) < 0)
         return -1;
     if (sbuf_adds(out, "# HELP meridian_confirm_seconds Time for the hub to decide a shipped "

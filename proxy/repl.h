@@ -40,6 +40,10 @@ struct upstream_pool;
 
 #define REPL_MAX_REGIONS 64
 
+/* This region's role (topology.c). */
+enum region_state { REGION_SERVING, REGION_JOINING, REGION_TAKING_OVER, REGION_RETIRED };
+struct topology;
+
 TAILQ_HEAD(peer_stream_list, peer_stream);
 
 /* A confirmed-log entry the follower received and checked, handed to the
@@ -82,6 +86,14 @@ struct repl {
     struct listener *peer_listener;
     struct repl_stats stats;
     uint32_t topology;
+    enum region_state state;       /* topology.c */
+    struct topology *topo;
+    bool join_known;               /* joining: the hub's head is known (join_target) */
+    uint64_t join_target;
+    uint64_t history_from;         /* joined by snapshot: the log is whole from here on */
+    uint64_t fence_lsn;            /* no longer the hub: own writes from here on are shipped */
+    bool fence_submitted, fenced;  /* ... and every decision it started is durable */
+    uint64_t hub_changes;
     struct policy_table *policies; /* conflicts.c: the containers' policies in force */
     struct failover *failover;     /* failover.c: HTTP backend health; NULL for embedded */
     /* reads by consistency level (readpath.c) */
@@ -101,8 +113,12 @@ struct repl {
 
     /* satellites: the hub's peer port */
     struct upstream_pool *hub_pool;
+    struct upstream_pool *follow_pool; /* where the log is followed from: the hub's, or
+                                          while taking over, the region caught up from */
+    const char *follow_name;
     /* shipper */
     bool ship_inflight;
+    uint32_t ship_gen;             /* answers of an earlier hub's generation are ignored */
     uint64_t ship_after;           /* the hub decided everything up to here */
     uint64_t ship_retry_ms, ship_backoff_ms;
     /* follower */
@@ -135,8 +151,9 @@ struct repl {
 int repl_init(struct node *n, struct err *err) MUST_CHECK;
 /* A reload is about to put `next` in force: -1 with a reason to refuse it. */
 int repl_reload(struct repl *r, const struct conf *next, struct err *err) MUST_CHECK;
-/* node->conf is `next` now: pointers into the configuration move to it. */
-void repl_conf_swapped(struct repl *r);
+/* node->conf is `next` now (`old` stays allocated): pointers into the
+ * configuration move to it; `self` is this region in it, NULL if removed. */
+void repl_conf_swapped(struct repl *r, const struct conf *old, const struct conf_region *self);
 void repl_start(struct repl *r);
 /* SIGTERM: stop serving peers (streams end, the peer port closes). */
 void repl_drain(struct repl *r);
@@ -281,6 +298,10 @@ void writewait_cancel(struct write_wait *ww);
 void writewait_close(struct repl *r);
 int writewait_render(struct repl *r, struct sbuf *out);
 
+/* Forwards the request to the hub (a change feed older than this region's
+ * history); always takes it. */
+void readpath_to_hub(struct downstream *c, const char *why);
+
 /* A container request sent to the next region because this region's
  * backend is down (failover.c decides); always takes the request. */
 bool readpath_failover(struct downstream *c);
@@ -294,6 +315,24 @@ bool failover_active(const struct repl *r);
 void failover_candidates(const struct repl *r, struct read_decision *d);
 void failover_count(struct repl *r);
 int failover_render(struct repl *r, struct sbuf *out);
+
+/* topology.c: this region's role, and topology changes at run time. */
+int topology_init(struct repl *r, struct err *err) MUST_CHECK;
+void topology_start(struct repl *r);
+int topology_reload_check(struct repl *r, const struct conf *next, struct err *err) MUST_CHECK;
+/* node->conf is the new one; `self` is this region in it (NULL: removed). */
+void topology_swapped(struct repl *r, const struct conf *old, const struct conf_region *self);
+void topology_tick(struct repl *r, uint64_t now_ms);
+void topology_close(struct repl *r);
+int topology_render(struct repl *r, struct sbuf *out);
+const char *topology_state_name(enum region_state s);
+/* Whether an own write is decided in the transaction that commits it. */
+bool topology_decides_own(const struct repl *r, uint64_t lsn);
+/* The follower heard the stream's first heartbeat / a snapshot's start. */
+void topology_heartbeat(struct repl *r, uint64_t hub_last);
+void topology_snapshot(struct repl *r, uint64_t upto, uint64_t entries);
+/* The applied position moved. */
+void topology_applied(struct repl *r);
 
 /* The peer pool of region `id` (NULL for this region or an unknown one). */
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);

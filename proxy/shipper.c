@@ -59,12 +59,28 @@ static void ship_backoff(struct repl *r, const char *why)
                  (unsigned long long)r->ship_backoff_ms);
 }
 
+struct ship_call {
+    struct repl *r;
+    uint32_t gen;
+};
+
 static void ship_answer(void *arg, const struct backend_answer *a)
 {
-    struct repl *r = arg;
+    struct ship_call *sc = arg;
+    struct repl *r = sc->r;
+    bool current = sc->gen == r->ship_gen;
+    free(sc);
+    if (!current)
+        return; /* shipped to an earlier hub; the new one gets everything again */
     r->ship_inflight = false;
     if (r->closing)
         return;
+    if (a->status == 409) {
+        /* Not the hub (yet): a hub change in progress. Soon again. */
+        r->ship_backoff_ms = 0;
+        r->ship_retry_ms = node_now_ms(r->node) + SHIP_BACKOFF_MIN_MS;
+        return;
+    }
     if (a->status != 200) {
         char why[600];
         snprintf(why, sizeof why, "%s%.*s", a->status ? "hub answered: " : "",
@@ -97,7 +113,7 @@ static void ship_answer(void *arg, const struct backend_answer *a)
 
 void shipper_kick(struct repl *r)
 {
-    if (r->closing || r->is_hub || r->ship_inflight || r->recovering ||
+    if (r->closing || r->is_hub || !r->hub_pool || r->ship_inflight || r->recovering ||
         (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms))
         return;
     uint64_t limit = 3 * (uint64_t)r->node->conf->limits.max_body_bytes;
@@ -116,11 +132,18 @@ void shipper_kick(struct repl *r)
             ship_backoff(r, "out of memory");
         return;
     }
+    struct ship_call *call = malloc(sizeof *call);
+    if (!call) {
+        sbuf_free(&sc.body);
+        ship_backoff(r, "out of memory");
+        return;
+    }
+    *call = (struct ship_call){ r, r->ship_gen };
     r->ship_inflight = true;
     r->ship_retry_ms = 0;
     r->stats.ship_batches++;
     r->stats.ship_writes += n;
     backend_http(r->node, r->hub_pool, "POST", "/_meridian/v1/ship", sc.body.p, sc.body.len,
-                 ship_answer, r);
+                 ship_answer, call);
     sbuf_free(&sc.body);
 }

@@ -202,7 +202,7 @@ void writewait_decided(struct repl *r, const struct clog_entry *e)
 
 struct status_poll {
     struct repl *r;
-    size_t index;
+    uint32_t region;   /* by id: a reload may move the regions' indexes meanwhile */
 };
 
 static void status_answer(void *arg, const struct backend_answer *a)
@@ -213,8 +213,10 @@ static void status_answer(void *arg, const struct backend_answer *a)
     if (a->status == 200) {
         json_t *j = json_loadb(a->body, a->body_len, 0, NULL);
         json_t *applied = json_object_get(j, "applied_crts");
-        if (json_is_integer(applied) && (uint64_t)json_integer_value(applied) > r->peer_applied[sp->index])
-            r->peer_applied[sp->index] = (uint64_t)json_integer_value(applied);
+        int i = repl_region_index(r, sp->region);
+        if (i >= 0 && json_is_integer(applied) &&
+            (uint64_t)json_integer_value(applied) > r->peer_applied[i])
+            r->peer_applied[i] = (uint64_t)json_integer_value(applied);
         json_decref(j);
     }
     free(sp);
@@ -230,7 +232,7 @@ static void poll_regions(struct repl *r)
         struct status_poll *sp = pool ? calloc(1, sizeof *sp) : NULL;
         if (!sp)
             continue;
-        *sp = (struct status_poll){ r, i };
+        *sp = (struct status_poll){ r, conf->regions[i].id };
         r->status_polls++;
         backend_http(r->node, pool, "GET", "/_meridian/v1/status", NULL, 0, status_answer, sp);
     }

@@ -454,12 +454,17 @@ static int write_scan_one(void *arg, uint64_t lsn, const MDB_val *v)
     return rc;
 }
 
+int journal_scan_writes_txn(MDB_txn *txn, struct journal *j, uint64_t after, size_t max,
+                            int (*cb)(void *arg, const struct repl_write *w), void *arg)
+{
+    struct write_scan ws = { cb, arg };
+    return txn ? journal_scan_u64(txn, j->writes, after, UINT64_MAX, max, write_scan_one, &ws) : -1;
+}
+
 int journal_scan_writes(struct journal *j, uint64_t after, size_t max,
                         int (*cb)(void *arg, const struct repl_write *w), void *arg)
 {
-    MDB_txn *txn = journal_rtxn(j);
-    struct write_scan ws = { cb, arg };
-    return txn ? journal_scan_u64(txn, j->writes, after, UINT64_MAX, max, write_scan_one, &ws) : -1;
+    return journal_scan_writes_txn(journal_rtxn(j), j, after, max, cb, arg);
 }
 
 struct clog_scan {

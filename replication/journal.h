@@ -97,6 +97,9 @@ int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc);
  * cb returns nonzero to stop. */
 int journal_scan_writes(struct journal *j, uint64_t after, size_t max,
                         int (*cb)(void *arg, const struct repl_write *w), void *arg);
+/* The same inside `txn` (the committer thread's). */
+int journal_scan_writes_txn(MDB_txn *txn, struct journal *j, uint64_t after, size_t max,
+                            int (*cb)(void *arg, const struct repl_write *w), void *arg);
 
 /* Calls cb with the raw JSON of confirmed-log entries with crts > after and
  * <= upto, ascending, at most max; cb returns nonzero to stop. */
