@@ -480,9 +480,9 @@ bool readpath_gate_write(struct downstream *c, readpath_serve_fn serve)
     rr->is_write = true;
     char why[200];
     if (rr->r->state == REGION_RETIRED) {
-        route_free(rr);
         snprintf(why, sizeof why, "region %s is no longer in the configuration; write in another "
                  "region", rr->r->self->name);
+        route_free(rr);
         downstream_reply_error(c, 503, "region_removed", why);
         return true;
     }

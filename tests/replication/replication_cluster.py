@@ -15,6 +15,12 @@ satellite can be delayed or cut off alone:
 
     west  --ship/follow-->  relay[west]  --> hub peer port (east)
     south --ship/follow-->  relay[south] --> hub peer port (east)
+
+Topology changes (issue 7: add_region, remove_region, reorder). Every node
+is given a new file naming each region at its real peer address (the relays
+keep running, unused) and is reloaded with SIGHUP; the hub is regions[0] of
+the new list. A removed region is kept (Cluster.removed, cluster[name]) so
+the test can still ask it things and so that finalize() stops it.
 """
 
 import json
@@ -226,6 +232,11 @@ class Region(h.Proc):
         return h.parse_metrics(r.body.decode())
 
 
+def config_reloads(region, result):
+    """meridian_config_reloads_total{result=...} of one node ("ok" or "refused")."""
+    return h.metric_sum(region.metrics(), "meridian_config_reloads_total", result=result)
+
+
 def user_fields(doc):
     """The document as the application wrote it: without Meridian's tags."""
     return {k: v for k, v in doc.items() if k not in ("_meridian", "_ts")}
@@ -258,6 +269,7 @@ class Cluster:
                 url = store.url
             self.regions.append(Region(self.base, name, i + 1, url, ports[3 * i:3 * i + 2]))
         self.by_name = {r.name: r for r in self.regions}
+        self.removed = []   # regions taken out of the file, still to be stopped
 
     @property
     def hub(self):
@@ -295,16 +307,169 @@ class Cluster:
             r.config_path.write_text(r.config_text)
         for r in self.regions:
             r.start()
+        # A region with an empty data directory takes writes once it has
+        # heard from the hub (it may be joining a running cluster): tests
+        # that cut a region off must not do so before that.
+        for r in self.regions:
+            h.poll(lambda: h.request(r.port, "GET", "/_meridian/ready", timeout=2).status == 200,
+                   timeout=20, what=f"{r.label} /_meridian/ready")
         return self
 
     def set_delay(self, ms):
         for relay in self.relays.values():
             relay.set_delay(ms)
 
+    # -- topology changes (issue 7)
+
+    def topology_config(self, names=None):
+        """The YAML every node reads after a topology change: the regions
+        `names` (default: the current list) in that order, the first being
+        the hub, each at its real peer address (no relay in between)."""
+        regions = [self.by_name[n] for n in (names or [r.name for r in self.regions])]
+        return h.render_config(
+            [{"name": r.name, "id": r.id, "listen": f"127.0.0.1:{r.port}",
+              "peer_listen": f"127.0.0.1:{r.peer_port}", "backend": r.backend,
+              "data_dir": str(r.data_dir)} for r in regions],
+            containers=self.containers, limits=self.limits, account=self.account,
+            log={"level": "info", "access": False})
+
+    @staticmethod
+    def write_config(region, text):
+        """Replaces region's configuration file atomically (write, rename: as
+        editors and config managers do) and remembers the text."""
+        tmp = region.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, region.config_path)
+        region.config_text = text
+
+    def reload(self, texts, timeout=15.0):
+        """Writes {region: text} and reloads each of those regions that is
+        alive (SIGHUP), then waits until meridian_config_reloads_total
+        {result="ok"} has grown on each of them. A refused reload fails at
+        once with the node's reason. A dead region only gets its file."""
+        alive = [r for r in texts if r.alive()]
+        before = {r.name: (config_reloads(r, "ok"), config_reloads(r, "refused")) for r in alive}
+        for r, text in texts.items():
+            self.write_config(r, text)
+        for r in alive:
+            r.proc.send_signal(signal.SIGHUP)
+
+        def reloaded(r):
+            ok0, refused0 = before[r.name]
+            if not r.alive():
+                raise AssertionError(f"{r.label} exited after the reload; log:\n{r.log()}")
+            if config_reloads(r, "refused") > refused0:
+                why = [ln for ln in r.log().splitlines() if "reload refused" in ln]
+                raise AssertionError(f"{r.label} refused the new configuration: "
+                                     f"{why[-1:] or r.log()}\nconfig:\n{r.config_text}")
+            return config_reloads(r, "ok") > ok0
+
+        deadline = time.monotonic() + timeout
+        waiting = list(alive)
+        while waiting:
+            waiting = [r for r in waiting if not reloaded(r)]
+            if waiting and time.monotonic() > deadline:
+                raise AssertionError(f"no reload counted within {timeout}s on "
+                                     f"{[r.name for r in waiting]}; status: {self.statuses()}")
+            if waiting:
+                time.sleep(0.05)
+        return alive
+
+    def change_topology(self, names, timeout=15.0):
+        """Makes `names` the region list (the first one the hub): every node
+        of the old and the new list, and every removed node still running,
+        gets the same new file and reloads. Regions left out move to
+        self.removed (still reachable as cluster[name], still stopped by
+        finalize); self.regions, hub and satellites follow the new list."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.by_name]
+        assert not unknown, f"unknown regions {unknown}"
+        assert len(set(names)) == len(names), names
+        text = self.topology_config(names)
+        targets = {}
+        for r in [self.by_name[n] for n in names] + self.regions + self.removed:
+            if r.name in names or r in self.regions or r.alive():
+                targets[r] = text  # a region removed earlier and dead is left alone
+        gone = [r for r in self.regions if r.name not in names]
+        self.regions = [self.by_name[n] for n in names]
+        self.removed = [r for r in self.removed if r.name not in names] + gone
+        return self.reload(targets, timeout=timeout)
+
+    def add_region(self, name, rid, start=True, timeout=20.0):
+        """Appends a new region (fresh ports and data dir; the cluster's
+        backend kind, a new nginx store if that is nginx): the running nodes
+        are given the new list and reloaded first, then the new node is
+        started (start() waits for /_meridian/health, not ready: a node that
+        joins is not ready until it has caught up). Returns the Region."""
+        assert name not in self.by_name, f"{name} is already a region of this cluster"
+        assert all(r.id != rid for r in self.by_name.values()), f"id {rid} is taken"
+        ports = h.free_ports(3)
+        url = "embedded"
+        if self.backend_kind == "nginx":
+            store = WebDavStore(self.base / f"nginx-{name}", name, ports[2]).start()
+            self.stores[name] = store
+            url = store.url
+        r = Region(self.base, name, rid, url, ports[:2])
+        assert not r.data_dir.exists(), f"{r.data_dir} is not fresh"
+        self.by_name[name] = r
+        self.change_topology(self.names() + [name], timeout=timeout)
+        if start:
+            r.start(timeout=timeout)
+        return r
+
+    def remove_region(self, name, timeout=15.0):
+        """Takes `name` out of the list; the rest keep their order, so
+        removing regions[0] makes the next region the hub. The removed node,
+        if it still runs, reads the same file (it retires); a dead one is
+        not signalled. Returns the removed Region."""
+        assert name in [r.name for r in self.regions], f"{name} is not in {self.names()}"
+        self.change_topology([r.name for r in self.regions if r.name != name], timeout=timeout)
+        return self.by_name[name]
+
+    def reorder(self, names, timeout=15.0):
+        """The same regions in another order (the first one becomes hub)."""
+        assert sorted(names) == sorted(self.names()), (names, self.names())
+        return self.change_topology(names, timeout=timeout)
+
+    def names(self):
+        return [r.name for r in self.regions]
+
+    def statuses(self, regions=None):
+        """{name: peer status or the error asking it}, for messages; includes
+        the removed regions by default."""
+        out = {}
+        for r in regions or (self.regions + self.removed):
+            try:
+                out[r.name] = r.peer_status()
+            except Exception as e:
+                out[r.name] = repr(e) if r.alive() else f"not running ({e!r})"
+        return out
+
+    def wait_state(self, region, state, hub=None, hub_name=None, timeout=20.0):
+        """Polls region's peer status until its "state" is `state` (and,
+        when given, "hub" is `hub` and "hub_name" is `hub_name`); returns it."""
+        want = {"state": state}
+        if hub is not None:
+            want["hub"] = hub
+        if hub_name is not None:
+            want["hub_name"] = hub_name
+        last = [None]
+
+        def reached():
+            st = region.peer_status()
+            last[0] = st
+            return st if all(st.get(k) == v for k, v in want.items()) else None
+        try:
+            return h.poll(reached, timeout=timeout, interval=0.05,
+                          what=f"{region.name} to report {want}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last status of {region.name}: {last[0]}; "
+                                 f"all: {self.statuses()}") from None
+
     def finalize(self):
         """Stops everything, whatever state it is in; returns sanitizer reports."""
         reports = []
-        for r in self.regions:
+        for r in self.regions + self.removed:
             try:
                 r.stop()
             except Exception:
@@ -358,6 +523,12 @@ class Cluster:
                 st = {r.name: r.peer_status() for r in self.regions}
                 head = st[self.hub.name]["stored_crts"]
                 applied = all(s["applied_crts"] >= head for s in st.values())
+                # After a topology change: a region still joining, or a hub
+                # still taking over, has not settled whatever its marks say.
+                settling = (st[self.hub.name].get("hub") is False or
+                            any(s.get("state") in ("joining", "taking_over")
+                                for s in st.values()))
+                applied = applied and not settling
                 now = time.monotonic()
                 shipped = True
                 for r in self.satellites:
