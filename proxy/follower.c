@@ -104,6 +104,7 @@ static void store_done(void *arg, int rc, const char *reason)
     } else if (sj->last > r->j->stored_crts) {
         r->j->stored_crts = sj->last;
         applier_kick(r);
+        peer_streams_pump(r); /* a region taking over as hub serves its log as it grows */
     }
     free(sj->lines);
     free(sj);

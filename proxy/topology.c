@@ -448,6 +448,8 @@ static void takeover_start(struct repl *r, const struct conf_region *old_hub)
     uint64_t now = node_now_ms(r->node);
     r->state = REGION_TAKING_OVER;
     r->is_hub = false;
+    r->fence_lsn = 0; /* (a hub again: its own writes are decided at commit) */
+    r->fenced = r->fence_submitted = false;
     t->started_ms = t->last_heard_ms = now;
     t->old_hub = old_hub;
     t->source_name = NULL;
@@ -471,8 +473,9 @@ int topology_init(struct repl *r, struct err *err)
     t->r = r;
     t->started_ms = node_now_ms(r->node);
     MDB_txn *txn = journal_rtxn(r->j);
-    bool fresh = r->j->stored_crts == 0 && r->j->next_lsn == 1 &&
-                 (!txn || journal_get_meta(txn, r->j, "joined") == 0);
+    /* Never written to and never joined: a new region (or one stopped
+     * while it joined, which goes on from what it stored). */
+    bool fresh = r->j->next_lsn == 1 && (!txn || journal_get_meta(txn, r->j, "joined") == 0);
     r->history_from = txn ? journal_get_meta(txn, r->j, "history_from") : 0;
     r->state = REGION_SERVING;
     if (!r->is_hub) {
