@@ -385,6 +385,18 @@ def test_a_fourth_region_added_under_write_load_catches_up(make_cluster):
     assert acked & {c["version"] for c in feeds["north"]}, "no acknowledged write in north's feed"
 
 
+def every_write_acknowledged(load, regions, phases):
+    """Each region acknowledged writes in each phase, and no write failed."""
+    print(f"load: {load.summary()}")
+    for r in regions:
+        for phase in phases:
+            assert any(a.region == r and a.phase == phase and a.outcome == "ack"
+                       for a in load.attempts), f"no write acknowledged in {r} {phase}: " \
+                                                f"{load.summary()}"
+    refused = [a for a in load.attempts if a.outcome != "ack"]
+    assert not refused, f"writes failed while the hub moved: {refused[:10]}"
+
+
 def handover_checks(cluster, load, new_hub, old_hub, old_alive):
     """The common end of the hub-change tests: the new hub serves, the
     others follow it, the old hub is retired (if it runs), and no write was
@@ -458,14 +470,7 @@ def test_the_hub_removed_under_write_load_hands_over(make_cluster):
         run_for(3.0, load, "after")
     finally:
         load.finish()
-    print(f"load: {load.summary()}")
-    for r in ("west", "south"):
-        for phase in ("before", "after"):
-            assert any(a.region == r and a.phase == phase and a.outcome == "ack"
-                       for a in load.attempts), f"no write acknowledged in {r} {phase}: " \
-                                                f"{load.summary()}"
-    refused = [a for a in load.attempts if a.outcome != "ack"]
-    assert not refused, f"writes failed during the handover: {refused[:10]}"
+    every_write_acknowledged(load, ("west", "south"), ("before", "after"))
     handover_checks(cluster, load, west, east, old_alive=True)
 
 
@@ -492,14 +497,7 @@ def test_the_hub_killed_for_good_then_removed_from_the_file(make_cluster):
         run_for(2.0, load, "after")
     finally:
         load.finish()
-    print(f"load: {load.summary()}")
-    for r in ("west", "south"):
-        for phase in ("before", "hub dead", "after"):
-            assert any(a.region == r and a.phase == phase and a.outcome == "ack"
-                       for a in load.attempts), f"no write acknowledged in {r} {phase}: " \
-                                                f"{load.summary()}"
-    refused = [a for a in load.attempts if a.outcome != "ack"]
-    assert not refused, f"writes failed while the hub was dead or moved: {refused[:10]}"
+    every_write_acknowledged(load, ("west", "south"), ("before", "hub dead", "after"))
     handover_checks(cluster, load, west, east, old_alive=False)
 
 
@@ -522,9 +520,7 @@ def test_reordering_moves_the_hub_and_the_old_hub_follows(make_cluster):
         run_for(2.0, load, "after")
     finally:
         load.finish()
-    print(f"load: {load.summary()}")
-    refused = [a for a in load.attempts if a.outcome != "ack"]
-    assert not refused, f"writes failed during the reorder: {refused[:10]}"
+    every_write_acknowledged(load, ("east", "west", "south"), ("before", "after"))
     handover_checks(cluster, load, west, east, old_alive=True)
 
     body = {"id": f"after-{load.tag}", "tenantId": "t", "version": 1}
