@@ -572,3 +572,48 @@ def test_changes_a_node_cannot_make_while_running_are_still_refused(make_cluster
     cluster.reload({west: good})
     assert rc.config_reloads(west, "ok") > ok_before
 
+
+
+def test_a_joining_region_takes_no_writes_until_it_has_heard_the_hub(make_cluster):
+    """North is added while its link to the hub is a blackholed WAN relay:
+    it cannot learn the hub's log head, so it stays joining. A write waits
+    account.session_wait_ms (1 s), then is 503 "joining" with Retry-After
+    and a reason that says the hub has not been reached; /_meridian/ready is
+    503. Once the link passes, north takes the snapshot, catches up, serves,
+    and holds the documents written before it came."""
+    cluster = make_cluster()
+    east = cluster.hub
+    for i in range(20):
+        assert east.put(f"pre-{i}", {"tenantId": "t", "version": i}).status in (200, 201)
+    north = cluster.add_region("north", 4, start=False)
+    relay = rc.WanRelay("127.0.0.1", east.peer_port).start()
+    cluster.relays["north"] = relay
+    relay.blackhole()
+    cluster.write_config(north, north.config_text.replace(
+        f"peer_listen: 127.0.0.1:{east.peer_port}", f"peer_listen: 127.0.0.1:{relay.port}"))
+    north.start()
+
+    t0 = time.monotonic()
+    w = north.put("early", {"tenantId": "t", "version": 1})
+    waited = time.monotonic() - t0
+    assert w.status == 503 and w.json().get("error") == "joining", w
+    assert w.header("retry-after") == "1", w
+    assert "has not been reached" in w.json().get("reason", ""), w
+    assert waited >= 0.9, f"the write was refused after {waited:.2f} s, not held first"
+    ready = h.request(north.port, "GET", "/_meridian/ready", timeout=5)
+    assert ready.status == 503 and b"joining" in ready.body, ready
+    st = north.peer_status()
+    assert st["state"] == "joining" and st["applied_crts"] == 0, st
+
+    relay.pass_through()
+    st = cluster.wait_state(north, "serving", hub=False, hub_name="east", timeout=20)
+    assert st["join_target"] >= 20 and st["applied_crts"] >= st["join_target"], st
+    assert st["history_from"] > 0, f"north did not join by snapshot: {st}"
+    assert "joined:" in north.log()
+    w = north.put("late", {"tenantId": "t", "version": 1})
+    assert w.status in (200, 201), w
+    assert h.request(north.port, "GET", "/_meridian/ready", timeout=5).status == 200
+    cluster.wait_quiet()
+    dumps = read_everything(cluster.regions, [f"pre-{i}" for i in range(20)] + ["late"])
+    check_same_everywhere(cluster, dumps)
+    assert all(v[0] == 200 for v in dumps["north"].values()), dumps["north"]
