@@ -333,8 +333,9 @@ static int has_entry(void *arg, uint64_t crts, const char *json, size_t len)
 static bool log_holds(struct repl *r, uint64_t since)
 {
     bool found = false;
-    if (since == 0 || since > r->j->stored_crts)
-        return true; /* the start, or not there yet: sent when it comes */
+    if (since == 0 || since > r->j->stored_crts || since < r->history_from)
+        return true; /* the start, not there yet (sent when it comes), or before a
+                        snapshot this region joined from (its log is sparse there) */
     journal_scan_clog(r->j, since - 1, since, 1, has_entry, &found);
     return found;
 }

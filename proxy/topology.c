@@ -55,6 +55,7 @@ struct topology {
     struct backend_call *fence_call;
     uint64_t started_ms, phase_ms, next_try_ms, last_heard_ms, noted_ms;
     uint64_t target;                     /* the log position to hold before deciding */
+    uint64_t progress_at, progress_ms;   /* catching up: the position held, since when */
     uint32_t source;                     /* the region it is caught up from (0: none) */
     const char *source_name;
     struct survey_call survey[REPL_MAX_REGIONS];
@@ -293,6 +294,8 @@ static void takeover_catchup(struct repl *r, uint32_t source, const char *name,
     t->target = target;
     t->source = source;
     t->source_name = name;
+    t->progress_at = r->j->stored_crts;
+    t->progress_ms = node_now_ms(r->node);
     log_info("taking over as hub: catching up to crts %llu from %s (holding %llu)",
              (unsigned long long)target, name ? name : "itself",
              (unsigned long long)r->j->stored_crts);
@@ -431,9 +434,23 @@ static void takeover_tick(struct repl *r, uint64_t now)
             survey_done(t);
         return;
     case TK_CATCHUP:
-        if (r->j->stored_crts >= t->target)
+        if (r->j->stored_crts >= t->target) {
             takeover_become(r);
-        else if (now - t->noted_ms >= TAKEOVER_NOTE_MS) {
+            return;
+        }
+        if (r->j->stored_crts != t->progress_at) {
+            t->progress_at = r->j->stored_crts;
+            t->progress_ms = now;
+        } else if (now - t->progress_ms >= 2 * TAKEOVER_LOST_MS) {
+            log_warn("taking over as hub: no progress from %s for %d ms; asking the regions "
+                     "again", t->source_name ? t->source_name : "?", 2 * TAKEOVER_LOST_MS);
+            follower_stop(r);
+            r->follow_pool = NULL;
+            t->old_hub = NULL;
+            survey_start(r);
+            return;
+        }
+        if (now - t->noted_ms >= TAKEOVER_NOTE_MS) {
             t->noted_ms = now;
             log_info("taking over as hub: holding crts %llu of %llu",
                      (unsigned long long)r->j->stored_crts, (unsigned long long)t->target);
@@ -617,8 +634,19 @@ void topology_swapped(struct repl *r, const struct conf *old, const struct conf_
     if (!hub_moved)
         return;
     r->hub_changes++;
+    if (r->state == REGION_TAKING_OVER && hub->id != r->self->id && !r->is_hub) {
+        /* Another change before this region finished taking over: it never
+         * decided anything, so it just follows the new hub. */
+        struct topology *t = r->topo;
+        backend_cancel(t->fence_call);
+        t->fence_call = NULL;
+        survey_cancel(t);
+        t->phase = TK_NONE;
+        r->state = self ? REGION_SERVING : REGION_RETIRED;
+        log_warn("taking over as hub: abandoned, %s is the hub now", hub->name);
+    }
     log_info("the hub is %s from now on (was %s)", hub->name, old_hub->name);
-    if (was_hub && hub->id != r->self->id) {
+    if (r->is_hub && hub->id != r->self->id) {
         r->is_hub = false;
         r->fence_lsn = r->j->next_lsn;
         r->fenced = r->fence_submitted = false;
