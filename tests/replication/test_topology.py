@@ -234,7 +234,7 @@ def state_of(region):
 
 # ------------------------------------------------------------------ the tests
 
-def test_a_fourth_region_added_under_write_load_catches_up(make_cluster):
+def test_a_fourth_region_added_under_write_load_catches_up(make_cluster, backend):
     """Three regions under a write load on 60 shared ids; region north (id 4)
     is added after ~1 s. While it joins its progress is visible (peer status
     "joining" with a join target, or, if it caught up before the first look,
@@ -243,7 +243,7 @@ def test_a_fourth_region_added_under_write_load_catches_up(make_cluster):
     not ready; once serving it accepts writes. After the load stops, the
     four regions hold the same documents (status, body, version) and north's
     change feed is the hub's."""
-    cluster = make_cluster()
+    cluster = make_cluster(backend)
     for r in cluster.regions:
         st = r.peer_status()
         assert st.get("state") == "serving", f"a fresh cluster's {r.name} is not serving: {st}"
@@ -449,7 +449,7 @@ def handover_checks(cluster, load, new_hub, old_hub, old_alive):
     return feeds
 
 
-def test_the_hub_removed_under_write_load_hands_over(make_cluster):
+def test_the_hub_removed_under_write_load_hands_over(make_cluster, backend):
     """Load on west and south (two writers each, ids of their own); after
     ~1 s east, the hub, is taken out of the file (it still runs and reloads
     too); the load goes on ~3 s. West becomes the hub and serves; south
@@ -457,7 +457,7 @@ def test_the_hub_removed_under_write_load_hands_over(make_cluster):
     acknowledged write is the final value of its id in west and south, the
     dumps are identical, and the change feed, the same in both, lists every
     acknowledged write exactly once in strictly increasing crts."""
-    cluster = make_cluster()
+    cluster = make_cluster(backend)
     east, west, south = cluster["east"], cluster["west"], cluster["south"]
     load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
     try:
