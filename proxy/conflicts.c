@@ -53,21 +53,58 @@ static const struct confirm_policy *policy_of(void *ctx, const char *container)
     return NULL;
 }
 
+/* A container's first policy, recorded by the committer (never a write
+ * transaction on the loop). */
+struct policy_job {
+    struct repl *r;
+    char container[256], policy[300];
+};
+
+static int policy_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct policy_job *pj = arg;
+    return feed_policy_put(txn, pj->r->j, pj->container, pj->policy, err);
+}
+
+static void policy_done(void *arg, int rc, const char *reason)
+{
+    struct policy_job *pj = arg;
+    if (rc < 0)
+        log_error("recording the policy of container '%s': %s", pj->container, reason);
+    else
+        log_info("container '%s' created with conflict policy '%s'", pj->container, pj->policy);
+    free(pj);
+}
+
 /* The policy a container was created with may never change. */
 static int policy_fixed(struct repl *r, const struct conf_container *ct, struct err *err)
 {
     char now[300], stored[300];
     snprintf(now, sizeof now, "%s%s%s", conf_conflict_mode_name(ct->mode),
              ct->lww_path ? " on " : "", ct->lww_path ? ct->lww_path : "");
-    int rc = feed_policy_check(r->j, ct->name, now, stored, sizeof stored, err);
-    if (rc == 1)
+    int rc = feed_policy_get(r->j, ct->name, stored, sizeof stored);
+    if (rc < 0)
+        return err_set(err, "container '%s': its recorded policy cannot be read", ct->name);
+    if (rc == 1 && strcmp(stored, now) != 0)
         return err_set(err,
                        "container '%s': conflict_resolution is '%s' in the configuration but "
                        "the container was created with '%s'; a container's conflict policy "
                        "(mode and path) is fixed when it is created: create a new container "
                        "for a new policy",
                        ct->name, now, stored);
-    return rc;
+    if (rc == 1)
+        return 0;
+    struct policy_job *pj = calloc(1, sizeof *pj);
+    if (!pj)
+        return err_set(err, "out of memory");
+    pj->r = r;
+    snprintf(pj->container, sizeof pj->container, "%s", ct->name);
+    snprintf(pj->policy, sizeof pj->policy, "%s", now);
+    if (committer_submit(r->j->committer, policy_apply, policy_done, pj, true) < 0) {
+        free(pj);
+        return err_set(err, "out of memory");
+    }
+    return 0;
 }
 
 /* Checks `conf`'s containers against the policies they were created with

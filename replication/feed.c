@@ -91,28 +91,30 @@ uint64_t feed_count(struct journal *j)
     return txn && mdb_stat(txn, j->conflicts, &st) == 0 ? st.ms_entries : 0;
 }
 
-int feed_policy_check(struct journal *j, const char *container, const char *policy,
-                      char *stored, size_t cap, struct err *err)
+int feed_policy_get(struct journal *j, const char *container, char *stored, size_t cap)
 {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(j->env, NULL, 0, &txn);
-    if (rc)
-        return err_set(err, "container policies: %s", mdb_strerror(rc));
+    MDB_txn *txn = journal_rtxn(j);
     MDB_val k = { strlen(container), (void *)container }, v;
-    rc = mdb_get(txn, j->policies, &k, &v);
-    if (rc == 0) {
-        bool same = v.mv_size == strlen(policy) && memcmp(v.mv_data, policy, v.mv_size) == 0;
-        snprintf(stored, cap, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
-        mdb_txn_abort(txn);
-        return same ? 0 : 1;
-    }
-    v = (MDB_val){ strlen(policy), (void *)policy };
-    rc = rc == MDB_NOTFOUND ? mdb_put(txn, j->policies, &k, &v, 0) : rc;
-    if (rc == 0)
-        rc = mdb_txn_commit(txn);
-    else
-        mdb_txn_abort(txn);
-    if (rc == 0)
-        rc = mdb_env_sync(j->env, 1);
+    if (!txn)
+        return -1;
+    int rc = mdb_get(txn, j->policies, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return -1;
+    snprintf(stored, cap, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+    return 1;
+}
+
+int feed_policy_put(MDB_txn *txn, struct journal *j, const char *container, const char *policy,
+                    struct err *err)
+{
+    MDB_val k = { strlen(container), (void *)container }, v = { strlen(policy), (void *)policy };
+    int rc = mdb_put(txn, j->policies, &k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return v.mv_size == strlen(policy) && memcmp(v.mv_data, policy, v.mv_size) == 0
+                   ? 0
+                   : err_set(err, "container '%s' was recorded with policy '%.*s' meanwhile",
+                             container, (int)v.mv_size, (const char *)v.mv_data);
     return rc ? err_set(err, "container policies: %s", mdb_strerror(rc)) : 0;
 }

@@ -40,12 +40,13 @@ int feed_scan(struct journal *j, const char *container, uint64_t after,
 /* How many conflicts are listed, all containers. */
 uint64_t feed_count(struct journal *j);
 
-/* --- start-up ------------------------------------------------------------- */
-/* Records `policy` for `container` when none is, else compares: 0 when they
- * match (or it was recorded now), 1 when they differ (the recorded one is
- * copied into `stored`), -1 on an LMDB error. Opens its own transaction:
- * call before the committer has work. */
-int feed_policy_check(struct journal *j, const char *container, const char *policy,
-                      char *stored, size_t cap, struct err *err) MUST_CHECK;
+/* --- container policies -------------------------------------------------- */
+/* On the loop: the policy recorded for `container` into stored (cap
+ * bytes); 1 when one is, 0 when none is, -1 on an LMDB error. */
+int feed_policy_get(struct journal *j, const char *container, char *stored, size_t cap);
+/* On the committer thread: records `policy` for `container` unless one is
+ * recorded; an error when another one is. */
+int feed_policy_put(MDB_txn *txn, struct journal *j, const char *container, const char *policy,
+                    struct err *err) MUST_CHECK;
 
 #endif
