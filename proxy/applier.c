@@ -120,6 +120,7 @@ static void apply_advance(struct repl *r)
         if (!r->apply_head)
             r->apply_tail = NULL;
         r->j->applied_crts = op->e.crts;
+        r->unapplied_n--;
         repl_note_applied(r, &op->e);
         r->apply_inflight--;
         apply_free(op);

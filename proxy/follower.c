@@ -24,7 +24,7 @@
 struct store_job {
     struct repl *r;
     char *lines;          /* NUL-separated "crts\tjson" records */
-    size_t len;
+    size_t len, n;
     uint64_t last;
 };
 
@@ -103,6 +103,7 @@ static void store_done(void *arg, int rc, const char *reason)
         log_error("storing confirmed-log entries: %s", reason);
     } else if (sj->last > r->j->stored_crts) {
         r->j->stored_crts = sj->last;
+        r->unapplied_n += (int64_t)sj->n;
         applier_kick(r);
         peer_streams_pump(r); /* a region taking over as hub serves its log as it grows */
     }
@@ -132,7 +133,8 @@ static void follow_store(struct repl *r)
     struct store_job *sj = calloc(1, sizeof *sj);
     if (!sj)
         return;
-    *sj = (struct store_job){ r, r->follow_batch.p, r->follow_batch.len, r->follow_batch_last };
+    *sj = (struct store_job){ r, r->follow_batch.p, r->follow_batch.len, r->follow_batch_n,
+                              r->follow_batch_last };
     r->follow_batch = (struct sbuf){ 0 };
     r->follow_batch_n = 0;
     r->follow_storing = true;

@@ -62,36 +62,13 @@ struct read_route {
 
 /* --- inputs ----------------------------------------------------------------- */
 
-static int count_one(void *arg, uint64_t crts, const char *json, size_t len)
-{
-    (void)crts, (void)json, (void)len;
-    (*(uint64_t *)arg)++;
-    return 0;
-}
-
-/* Entries this region holds but has not applied, counted up to `cap`. */
-static uint64_t unapplied_entries(struct repl *r, uint64_t cap)
-{
-    uint64_t n = 0;
-    if (r->j->stored_crts > r->j->applied_crts)
-        journal_scan_clog(r->j, r->j->applied_crts, r->j->stored_crts, cap, count_one, &n);
-    return n;
-}
-
-/* The lag behind the hub, computed at most once per maintenance tick. */
+/* The lag behind the hub. */
 static void lag(struct repl *r, struct region_progress *p)
 {
-    const struct conf *conf = r->node->conf;
     uint64_t now = node_now_ms(r->node);
-    if (r->lag_at_ms == now && r->lag_at_applied == r->j->applied_crts) {
-        p->lag_known = r->lag_cached.lag_known;
-        p->lag_versions = r->lag_cached.lag_versions;
-        p->lag_ms = r->lag_cached.lag_ms;
-        return;
-    }
     p->lag_known = r->hub_heard_ms && now - r->hub_heard_ms <= LAG_KNOWN_MS;
     /* Versions: what the hub has that is not applied here. */
-    p->lag_versions = unapplied_entries(r, conf->max_lag_versions + 1) +
+    p->lag_versions = (r->unapplied_n > 0 ? (uint64_t)r->unapplied_n : 0) +
                       (r->hub_last_crts > r->j->stored_crts ? 1 : 0);
     /* Seconds: this region's state is as fresh as the newest hub clock
      * reading whose log position it has applied. */
@@ -100,9 +77,6 @@ static void lag(struct repl *r, struct region_progress *p)
         fresh = HLC_MS(r->hub_hb_clock);
     uint64_t wall = hlc_wall_ms();
     p->lag_ms = wall > fresh ? wall - fresh : 0;
-    r->lag_cached = *p;
-    r->lag_at_ms = now;
-    r->lag_at_applied = r->j->applied_crts;
 }
 
 void readpath_progress(struct repl *r, struct region_progress *p, bool with_lag)

@@ -104,6 +104,21 @@ int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, v
     return 0;
 }
 
+static int count_one(void *arg, uint64_t crts, const char *json, size_t len)
+{
+    (void)crts, (void)json, (void)len;
+    (*(int64_t *)arg)++;
+    return 0;
+}
+
+void repl_count_unapplied(struct repl *r)
+{
+    r->unapplied_n = 0;
+    if (r->j->stored_crts > r->j->applied_crts)
+        journal_scan_clog(r->j, r->j->applied_crts, r->j->stored_crts, SIZE_MAX, count_one,
+                          &r->unapplied_n);
+}
+
 void repl_log_grew(struct repl *r, uint64_t last_crts)
 {
     if (last_crts > r->j->stored_crts)
@@ -477,6 +492,7 @@ int repl_init(struct node *n, struct err *err)
         return -1;
     r->hlc.last = r->j->hlc_persisted;
     repl_applied_rebuild(r);
+    repl_count_unapplied(r);
     if (conflicts_init(r, err) < 0 || failover_init(r, err) < 0 || topology_init(r, err) < 0)
         return -1;
     r->locks = keylock_new();

@@ -104,8 +104,8 @@ struct repl {
     struct upstream_pool *peer_pools[REPL_MAX_REGIONS]; /* by region index, made on demand */
     bool ignore_session_tokens;    /* debug: MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS=1 */
     uint64_t hub_hb_clock, hub_hb_last; /* the hub's last heartbeat: its clock, its log head */
-    struct region_progress lag_cached;  /* readpath.c: lag, computed once per tick */
-    uint64_t lag_at_ms, lag_at_applied;
+    int64_t unapplied_n;           /* log entries stored here, not applied yet (the
+                                      staleness lag in versions; counted, never scanned) */
     /* writes held for X-Meridian-Wait (writewait.c) */
     TAILQ_HEAD(, write_wait) write_waits;
     uint64_t peer_applied[REPL_MAX_REGIONS];  /* other regions' applied crts, as polled */
@@ -345,6 +345,9 @@ void repl_reply_json(struct downstream *c, int status, json_t *j);
 /* Adds X-Session-Token to a read's answer: the request's token merged with
  * this region's progress (and own tentative write `lsn`, if not 0). */
 void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn);
+
+/* Counts the entries stored and not applied, once (start, role changes). */
+void repl_count_unapplied(struct repl *r);
 
 /* After new entries are in this region's confirmed log. */
 void repl_log_grew(struct repl *r, uint64_t last_crts);

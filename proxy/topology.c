@@ -655,6 +655,7 @@ void topology_swapped(struct repl *r, const struct conf *old, const struct conf_
         fence_tick(r);
     }
     repl_applied_rebuild(r);
+    repl_count_unapplied(r);
     if (hub->id == r->self->id) {
         if (!was_hub) {
             follower_stop(r);
