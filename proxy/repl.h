@@ -92,6 +92,8 @@ struct repl {
     uint64_t join_target;
     uint64_t history_from;         /* joined by snapshot: the log is whole from here on */
     uint64_t fence_lsn;            /* no longer the hub: own writes from here on are shipped */
+    uint32_t writes_tagged;        /* own writes with an LSN, not finished (writepath.c) */
+    uint32_t fence_wait;           /* ... of them, those that started before the fence */
     bool fence_submitted, fenced;  /* ... and every decision it started is durable */
     uint64_t hub_changes;
     struct policy_table *policies; /* conflicts.c: the containers' policies in force */
@@ -326,6 +328,8 @@ void topology_tick(struct repl *r, uint64_t now_ms);
 void topology_close(struct repl *r);
 int topology_render(struct repl *r, struct sbuf *out);
 const char *topology_state_name(enum region_state s);
+/* An own write with an LSN is finished (committed, aborted or failed). */
+void topology_write_done(struct repl *r, uint64_t lsn);
 /* Whether an own write is decided in the transaction that commits it. */
 bool topology_decides_own(const struct repl *r, uint64_t lsn);
 /* The follower heard the stream's first heartbeat / a snapshot's start. */

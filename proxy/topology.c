@@ -178,12 +178,21 @@ static int intent_below(void *arg, const struct repl_write *w)
     return 0;
 }
 
+void topology_write_done(struct repl *r, uint64_t lsn)
+{
+    r->writes_tagged--;
+    if (r->fence_wait && lsn < r->fence_lsn)
+        r->fence_wait--;
+}
+
 /* The fence is durable once every own write that started while this region
- * was the hub has committed (decided with it): the committer runs jobs in
- * order, so a job queued after them commits after them. */
+ * was the hub has committed (decided with it): the writes in progress then
+ * have finished, and no journal entry below the fence is left in the
+ * intent state (recovery commits those); the committer runs jobs in order,
+ * so a job queued after them commits after them. */
 static void fence_tick(struct repl *r)
 {
-    if (!r->fence_lsn || r->fenced || r->fence_submitted)
+    if (!r->fence_lsn || r->fenced || r->fence_submitted || r->fence_wait)
         return;
     uint64_t probe = r->fence_lsn;
     journal_scan_writes(r->j, 0, SIZE_MAX, intent_below, &probe);
@@ -466,6 +475,7 @@ static void takeover_start(struct repl *r, const struct conf_region *old_hub)
     r->state = REGION_TAKING_OVER;
     r->is_hub = false;
     r->fence_lsn = 0; /* (a hub again: its own writes are decided at commit) */
+    r->fence_wait = 0;
     r->fenced = r->fence_submitted = false;
     t->started_ms = t->last_heard_ms = now;
     t->old_hub = old_hub;
@@ -649,6 +659,7 @@ void topology_swapped(struct repl *r, const struct conf *old, const struct conf_
     if (r->is_hub && hub->id != r->self->id) {
         r->is_hub = false;
         r->fence_lsn = r->j->next_lsn;
+        r->fence_wait = r->writes_tagged; /* every write in progress is below the fence */
         r->fenced = r->fence_submitted = false;
         log_info("stopping deciding: own writes from lsn %llu on are shipped to %s",
                  (unsigned long long)r->fence_lsn, hub->name);

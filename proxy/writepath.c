@@ -54,12 +54,15 @@ struct write_op {
     char *headers, *body, *etag;
     size_t headers_len, body_len;
     bool locked;
+    bool tagged;                       /* has an LSN: counted in repl's writes_tagged */
 };
 
 static void wp_free(struct write_op *w)
 {
     if (w->c && downstream_backend(w->c)->write == w)
         downstream_backend(w->c)->write = NULL;
+    if (w->tagged)
+        topology_write_done(w->r, w->w.lsn);
     json_decref(w->doc);
     repl_write_clear(&w->w);
     free(w->id);
@@ -150,6 +153,8 @@ static int wp_tag(struct write_op *w, const struct head_rec *h)
     const struct conf_container *ct = w->ct;
     w->w.origin = r->self->id;
     w->w.lsn = r->j->next_lsn++;
+    w->tagged = true;
+    r->writes_tagged++;
     w->w.hlc = repl_hlc_now(r);
     w->w.base = h->exists ? h->version : VERSION_NONE;
     w->w.is_delete = w->method == HTTP_DELETE;

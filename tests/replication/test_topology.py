@@ -501,18 +501,19 @@ def test_the_hub_killed_for_good_then_removed_from_the_file(make_cluster):
     handover_checks(cluster, load, west, east, old_alive=False)
 
 
-def test_reordering_moves_the_hub_and_the_old_hub_follows(make_cluster):
-    """Under a light load in every region (one writer each, ids of their
-    own), the list becomes [west, east, south]: west becomes the hub, east a
+def test_reordering_moves_the_hub_and_the_old_hub_follows(make_cluster, backend):
+    """Under load in every region (two writers each, ids of their own; the
+    old hub's writes in flight at the change must still be decided by it,
+    the later ones by the new hub), the list becomes [west, east, south]: west becomes the hub, east a
     satellite that serves (hub false) and follows west, south follows west.
     A write at east afterwards is confirmed by west. Writes from all three
     converge; the feeds are identical, with no version twice."""
-    cluster = make_cluster()
+    cluster = make_cluster(backend)
     east, west = cluster["east"], cluster["west"]
     load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
     try:
         for r in cluster.regions:
-            load.add(r, 1)
+            load.add(r, 2)
         run_for(1.0, load, "before")
         load.phase = "handover"
         cluster.reorder(["west", "east", "south"])
