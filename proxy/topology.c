@@ -92,8 +92,8 @@ struct meta_job {
 static int meta_apply(MDB_txn *txn, void *arg, struct err *err)
 {
     struct meta_job *mj = arg;
-    if (strcmp(mj->name, "hub_of") == 0 && mj->v == 0)
-        return handover_fence(txn, mj->r->j, err);
+    if (strcmp(mj->name, "hub_of") == 0)
+        return handover_mark(txn, mj->r->j, (uint32_t)mj->v, err);
     return journal_put_meta(txn, mj->r->j, mj->name, mj->v, err);
 }
 

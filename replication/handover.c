@@ -134,7 +134,7 @@ int handover_take(MDB_txn *txn, struct journal *j, uint32_t region, struct confi
     if (rc == 0)
         rc = journal_put_meta(txn, j, "last_crts", out->last_crts, err);
     if (rc == 0)
-        rc = journal_put_meta(txn, j, "hub_of", region, err);
+        rc = handover_mark(txn, j, region, err);
     if (rc < 0)
         return -1;
     /* This region's writes no hub decided: decided now, as the hub decides
@@ -149,9 +149,9 @@ int handover_take(MDB_txn *txn, struct journal *j, uint32_t region, struct confi
     return b->n ? confirm_apply(txn, j, b, err) : 0;
 }
 
-int handover_fence(MDB_txn *txn, struct journal *j, struct err *err)
+int handover_mark(MDB_txn *txn, struct journal *j, uint32_t region, struct err *err)
 {
-    return journal_put_meta(txn, j, "hub_of", 0, err);
+    return journal_put_meta(txn, j, "hub_of", region, err);
 }
 
 uint32_t handover_hub_of(struct journal *j)

@@ -30,9 +30,10 @@ struct handover_result {
 int handover_take(MDB_txn *txn, struct journal *j, uint32_t region, struct confirm_batch *b,
                   struct handover_result *out, struct err *err) MUST_CHECK;
 
-/* Runs on the committer thread: this journal no longer belongs to the hub
- * ("hub_of" = 0). Committed after every decision queued before it. */
-int handover_fence(MDB_txn *txn, struct journal *j, struct err *err) MUST_CHECK;
+/* Runs on the committer thread: records whose hub state the journal holds
+ * ("hub_of"): `region` for the hub of a new cluster, 0 for a hub that
+ * stopped deciding (committed after every decision queued before it). */
+int handover_mark(MDB_txn *txn, struct journal *j, uint32_t region, struct err *err) MUST_CHECK;
 
 /* Whether the journal's hub state is this region's (set by handover_take,
  * or for a region that was hub from the start, see proxy/topology.c). */

@@ -245,7 +245,7 @@ Test(handover, the_fence_clears_the_hub_mark)
     struct err err = { "" };
     MDB_txn *txn;
     cr_assert_eq(mdb_txn_begin(hub.j->env, NULL, 0, &txn), 0);
-    cr_assert_eq(handover_fence(txn, hub.j, &err), 0);
+    cr_assert_eq(handover_mark(txn, hub.j, 0, &err), 0);
     cr_assert_eq(mdb_txn_commit(txn), 0);
     cr_expect_eq(handover_hub_of(hub.j), 0);
 }
