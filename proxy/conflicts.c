@@ -280,6 +280,8 @@ struct dismiss_req {
     uint64_t id, crts;
     uint64_t crts_floor;
     bool found;
+    char *answer;                  /* a satellite: the hub's 200, kept until the local removal */
+    size_t answer_len;
 };
 
 static void dismiss_free(struct dismiss_req *d)
@@ -287,6 +289,7 @@ static void dismiss_free(struct dismiss_req *d)
     if (d->c && downstream_backend(d->c)->dismiss == d)
         downstream_backend(d->c)->dismiss = NULL;
     free(d->container);
+    free(d->answer);
     free(d);
 }
 
@@ -359,11 +362,39 @@ static void dismiss_done(void *arg, int rc, const char *reason)
     dismiss_free(d);
 }
 
+/* A satellite drops a conflict the hub dismissed from its own feed at once,
+ * so that its client reads its removal here; applying the hub's entry later
+ * finds it gone. */
+static int dismiss_local_apply(MDB_txn *txn, void *arg, struct err *err)
+{
+    struct dismiss_req *d = arg;
+    bool found;
+    return feed_del(txn, d->r->j, d->id, &found, err);
+}
+
+static void dismiss_local_done(void *arg, int rc, const char *reason)
+{
+    struct dismiss_req *d = arg;
+    if (rc < 0)
+        log_warn("dropping conflict %llu from this region's feed: %s (it goes when the hub's "
+                 "entry is applied)", (unsigned long long)d->id, reason);
+    if (d->c)
+        downstream_reply(d->c, 200, NULL, 0, "application/json", d->answer, d->answer_len);
+    dismiss_free(d);
+}
+
 /* A satellite relays the hub's answer. */
 static void dismiss_relayed(void *arg, const struct backend_answer *a)
 {
     struct dismiss_req *d = arg;
     d->call = NULL;
+    if (a->status == 200 && !d->r->closing && (d->answer = malloc(a->body_len + 1))) {
+        memcpy(d->answer, a->body, a->body_len);
+        d->answer_len = a->body_len;
+        if (committer_submit(d->r->j->committer, dismiss_local_apply, dismiss_local_done, d,
+                             false) == 0)
+            return;
+    }
     if (d->c && a->status == 0) {
         char why[400];
         snprintf(why, sizeof why, "the hub (%s) decides removals from the conflicts feed and "

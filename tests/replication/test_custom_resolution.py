@@ -123,7 +123,8 @@ def test_refund_is_never_overwritten(cluster):
 def test_notes_conflicts_fill_every_feed_and_leave_everywhere_on_delete(cluster):
     """Without a procedure the loser of a conflict waits in the conflicts
     feed of every region; the head stays the first write; a DELETE at a
-    satellite removes it everywhere; a second DELETE is a 404."""
+    satellite removes it everywhere (from that satellite's own feed at once);
+    a second DELETE is a 404."""
     def make(n):
         nid = f"note-{n}"
         return nid, [lambda r=r: r.put(nid, {"owner": "ann", "text": f"from {r.name}"},
@@ -149,6 +150,7 @@ def test_notes_conflicts_fill_every_feed_and_leave_everywhere_on_delete(cluster)
     gone = cluster["south"].request("DELETE", f"/notes/_conflicts/{e['id']}")
     assert gone.status == 200, gone
     assert gone.json()["dismissed"] == e["id"]
+    assert feed(cluster["south"], "/notes/") == [], "the region that took the DELETE lists it"
     h.poll(lambda: all(feed(r, "/notes/") == [] for r in cluster.regions), timeout=10,
            what="the conflict gone from every feed")
     for r in cluster.regions:
