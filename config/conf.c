@@ -4,16 +4,14 @@
  * its value goes, its default, and whether a reload may change it. One walker
  * reads any table (parse_map), one releases any table (release_map), so
  * adding a key is adding a row. Rules that involve more than one key run after
- * the walk (check_*), and find the line they blame through the same dotted
- * path they print. Every message is "FILE:LINE: KEY: what is wrong". */
-#define _DEFAULT_SOURCE /* realpath() */
+ * the walk (conf_rules.c), and find the line they blame through the same
+ * dotted path they print. Every message is "FILE:LINE: KEY: what is wrong". */
+#define _DEFAULT_SOURCE /* strndup(), strncasecmp() */
 #include "conf.h"
+#include "conf_parse.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <limits.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +20,6 @@
 #include <yaml.h>
 
 #define CONF_MAX_FILE  (1024 * 1024) /* a config past this is the wrong file */
-#define CONF_PATH_LEN  160           /* "containers[12].conflict_resolution.mode" */
 #define MAX_KEYS       16            /* keys in one table; DEFINE_TABLE checks */
 
 /* What a value is and how it is read; MAP and SEQ nest another table. */
@@ -191,18 +188,6 @@ DEFINE_TABLE(root_table, root_keys, 0, 0);
 
 /* ---- messages ---- */
 
-struct parse {
-    const char *file;       /* name used in messages */
-    yaml_document_t *doc;
-    struct err *err;
-};
-
-/* Where a value sits: its dotted key path and its line. */
-struct at {
-    const char *path;
-    int line;
-};
-
 static int vfail(struct parse *p, struct at at, const char *fmt, va_list ap)
 {
     char why[400];
@@ -211,9 +196,7 @@ static int vfail(struct parse *p, struct at at, const char *fmt, va_list ap)
                    at.path[0] ? at.path : "(top level)", why);
 }
 
-static int fail(struct parse *p, struct at at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(struct parse *p, struct at at, const char *fmt, ...)
+int fail(struct parse *p, struct at at, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -258,7 +241,7 @@ static yaml_node_t *seq_item(yaml_document_t *doc, const yaml_node_t *seq, size_
 
 /* The line of the value at a dotted path such as "containers[1].route", or of
  * the deepest part of it the file has (a defaulted key has no line of its own). */
-static int line_at(const struct parse *p, const char *path)
+int line_at(const struct parse *p, const char *path)
 {
     yaml_node_t *n = yaml_document_get_root_node(p->doc);
     int line = n ? line_of(n) : 1;
@@ -281,10 +264,8 @@ static int line_at(const struct parse *p, const char *path)
 }
 
 /* Fails at "SEQ[I].KEY", on the line that key has in the file. */
-static int fail_field(struct parse *p, const char *seq, size_t i, const char *key,
-                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int fail_field(struct parse *p, const char *seq, size_t i, const char *key,
-                      const char *fmt, ...)
+int fail_field(struct parse *p, const char *seq, size_t i, const char *key, const char *fmt,
+               ...)
 {
     char path[CONF_PATH_LEN];
     snprintf(path, sizeof path, "%s[%zu].%s", seq, i, key);
@@ -813,160 +794,6 @@ static void release_map(const struct conf_table *t, void *base)
     }
 }
 
-/* ---- rules across keys ---- */
-
-/* Defaults that depend on other keys. */
-static int derive_defaults(struct parse *p, struct conf *c)
-{
-    for (size_t i = 0; i < c->n_regions; i++) {
-        struct conf_region *r = &c->regions[i];
-        size_t size = strlen(r->name) + sizeof "./data/";
-        if (r->data_dir)
-            continue;
-        if (!(r->data_dir = malloc(size)))
-            return fail_field(p, "regions", i, "data_dir", "out of memory");
-        snprintf(r->data_dir, size, "./data/%s", r->name);
-    }
-    for (size_t i = 0; i < c->n_containers; i++) {
-        struct conf_container *ct = &c->containers[i];
-        /* CouchDB refuses top-level fields that start with '_'. */
-        const char *def = ct->profile == PROFILE_COUCHDB ? "meridian" : "_meridian";
-        if (!ct->metadata_field && !(ct->metadata_field = strdup(def)))
-            return fail_field(p, "containers", i, "metadata_field", "out of memory");
-    }
-    return 0;
-}
-
-static int check_account(struct parse *p, const struct conf *c)
-{
-    if (c->consistency == CONS_STRONG && c->multi_region_writes)
-        return fail(p, (struct at){ "account.consistency", line_at(p, "account.consistency") },
-                    "'strong' is not allowed with multi_region_writes: true");
-    return 0;
-}
-
-static int check_regions(struct parse *p, const struct conf *c)
-{
-    for (size_t i = 0; i < c->n_regions; i++) {
-        const struct conf_region *r = &c->regions[i];
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(r->name, c->regions[j].name) == 0)
-                return fail_field(p, "regions", i, "name", "'%s' is already the name of regions[%zu]",
-                                  r->name, j);
-            if (r->id == c->regions[j].id)
-                return fail_field(p, "regions", i, "id", "%u is already the id of regions[%zu]",
-                                  (unsigned)r->id, j);
-        }
-    }
-    return 0;
-}
-
-static const char *const addr_keys[] = { "listen", "peer_listen" };
-
-/* Every region's listen and peer_listen, numbered 2*region + (0 listen, 1 peer). */
-static const struct conf_addr *region_addr(const struct conf *c, size_t e)
-{
-    const struct conf_region *r = &c->regions[e / 2];
-    return e % 2 ? &r->peer_listen : &r->listen;
-}
-
-static bool addr_same(const struct conf_addr *a, const struct conf_addr *b)
-{
-    return a->port == b->port && strcasecmp(a->host, b->host) == 0;
-}
-
-static int check_addresses(struct parse *p, const struct conf *c)
-{
-    for (size_t e = 0; e < 2 * c->n_regions; e++)
-        for (size_t f = 0; f < e; f++)
-            if (addr_same(region_addr(c, e), region_addr(c, f)))
-                return fail_field(p, "regions", e / 2, addr_keys[e % 2],
-                                  "%s is already used by regions[%zu].%s",
-                                  region_addr(c, e)->text, f / 2, addr_keys[f % 2]);
-    for (size_t i = 0; i < c->n_regions; i++)
-        for (size_t f = 0; !c->regions[i].backend_embedded && f < 2 * c->n_regions; f++)
-            if (addr_same(&c->regions[i].backend, region_addr(c, f)))
-                return fail_field(p, "regions", i, "backend",
-                                  "%s is regions[%zu].%s: Meridian would forward to itself",
-                                  c->regions[i].backend.text, f / 2, addr_keys[f % 2]);
-    return 0;
-}
-
-static bool routes_overlap(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    return strncmp(a, b, la < lb ? la : lb) == 0;
-}
-
-/* A procedure's path is relative to the directory of the configuration
- * file; it is kept absolute, and must name a readable file now. */
-static int resolve_procedure(struct parse *p, struct conf_container *ct, size_t i)
-{
-    char joined[PATH_MAX], real[PATH_MAX];
-    const char *slash = strrchr(p->file, '/');
-    if (ct->procedure[0] == '/' || !slash)
-        snprintf(joined, sizeof joined, "%s", ct->procedure);
-    else
-        snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - p->file), p->file, ct->procedure);
-    struct stat st;
-    const char *why = NULL;
-    if (!realpath(joined, real) || stat(real, &st) != 0 || access(real, R_OK) != 0)
-        why = strerror(errno);
-    else if (!S_ISREG(st.st_mode))
-        why = "not a regular file";
-    if (why)
-        return fail_field(p, "containers", i, "conflict_resolution.procedure",
-                          "cannot read '%s': %s", joined, why);
-    char *abs = strdup(real);
-    if (!abs)
-        return fail_field(p, "containers", i, "conflict_resolution.procedure", "out of memory");
-    free(ct->procedure);
-    ct->procedure = abs;
-    return 0;
-}
-
-/* The rules of one container alone. */
-static int check_policy(struct parse *p, struct conf_container *ct, size_t i)
-{
-    if (ct->mode == CONFLICT_CUSTOM && ct->lww_path)
-        return fail_field(p, "containers", i, "conflict_resolution.path",
-                          "only used with mode: last_writer_wins (a custom container's "
-                          "conflicts go to its procedure or its conflicts feed)");
-    if (ct->procedure && ct->mode == CONFLICT_CUSTOM)
-        return resolve_procedure(p, ct, i);
-    if (ct->procedure && ct->mode != CONFLICT_CUSTOM)
-        return fail_field(p, "containers", i, "conflict_resolution.procedure",
-                          "only used with mode: custom");
-    if (ct->auto_version && (ct->mode != CONFLICT_LAST_WRITER_WINS || !ct->lww_path))
-        return fail_field(p, "containers", i, "conflict_resolution.auto_version",
-                          "needs mode: last_writer_wins and a path to write the version into");
-    if (ct->profile == PROFILE_COUCHDB && ct->metadata_field[0] == '_')
-        return fail_field(p, "containers", i, "metadata_field",
-                          "'%s': CouchDB refuses document fields that start with '_'",
-                          ct->metadata_field);
-    return 0;
-}
-
-static int check_containers(struct parse *p, struct conf *c)
-{
-    for (size_t i = 0; i < c->n_containers; i++) {
-        struct conf_container *ct = &c->containers[i];
-        if (check_policy(p, ct, i) < 0)
-            return -1;
-        for (size_t j = 0; j < i; j++) {
-            const struct conf_container *other = &c->containers[j];
-            if (strcmp(ct->name, other->name) == 0)
-                return fail_field(p, "containers", i, "name",
-                                  "'%s' is already the name of containers[%zu]", ct->name, j);
-            if (routes_overlap(ct->route, other->route))
-                return fail_field(p, "containers", i, "route",
-                                  "'%s' overlaps '%s', the route of containers[%zu]", ct->route,
-                                  other->route, j);
-        }
-    }
-    return 0;
-}
-
 /* ---- loading ---- */
 
 static int syntax_error(struct parse *p, const yaml_parser_t *parser, const char *text)
@@ -1022,13 +849,9 @@ static int fill(struct parse *p, struct conf *c)
     c->path = strdup(p->file);
     if (!c->path)
         return err_set(p->err, "%s: out of memory", p->file);
-    if (parse_map(p, root, &root_table, c, (struct at){ "", root ? line_of(root) : 1 }) < 0 ||
-        derive_defaults(p, c) < 0)
+    if (parse_map(p, root, &root_table, c, (struct at){ "", root ? line_of(root) : 1 }) < 0)
         return -1;
-    if (check_account(p, c) < 0 || check_regions(p, c) < 0 || check_addresses(p, c) < 0 ||
-        check_containers(p, c) < 0)
-        return -1;
-    return 0;
+    return conf_check_rules(p, c);
 }
 
 int conf_parse(const char *name, const char *text, size_t len, struct conf **out,
