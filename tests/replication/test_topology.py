@@ -618,3 +618,34 @@ def test_a_joining_region_takes_no_writes_until_it_has_heard_the_hub(make_cluste
     dumps = read_everything(cluster.regions, [f"pre-{i}" for i in range(20)] + ["late"])
     check_same_everywhere(cluster, dumps)
     assert all(v[0] == 200 for v in dumps["north"].values()), dumps["north"]
+
+
+def test_the_new_hub_killed_while_taking_over_finishes_after_a_restart(make_cluster):
+    """Load on west and south; east is removed from the file and west, the
+    new hub, is killed with SIGKILL at once, before its takeover can have
+    finished, then started again: it does not know the old hub any more, so
+    it continues from the most advanced log among the regions in the file.
+    Writes acknowledged anywhere before and after are all there, none is
+    confirmed twice, and west and south end identical."""
+    cluster = make_cluster()
+    east, west, south = cluster["east"], cluster["west"], cluster["south"]
+    load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
+    try:
+        for r in (west, south):
+            load.add(r, 2)
+        run_for(1.0, load, "before")
+        load.phase = "handover"
+        cluster.remove_region("east")
+        west.kill9()
+        assert "took over as hub" not in west.log(), "the takeover finished before the kill"
+        run_for(0.5, load, "new hub down")
+        west.start()
+        run_for(2.0, load, "after")
+    finally:
+        load.finish()
+    print(f"load: {load.summary()}")
+    assert "previous hub is unknown after a restart" in west.log()
+    for r in ("west", "south"):
+        assert any(a.region == r and a.phase == "after" and a.outcome == "ack"
+                   for a in load.attempts), f"no write acknowledged in {r}: {load.summary()}"
+    handover_checks(cluster, load, west, east, old_alive=True)
