@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,13 +76,37 @@ static const char *escape_u(const char *p, const char *end)
     return v >= 0xdc00 && v <= 0xdfff ? p + 10 : NULL;
 }
 
+/* Whether any of the 8 bytes in x is zero (exact when none is, which is
+ * all the caller relies on). */
+#define SWAR_ONES 0x0101010101010101ULL
+#define SWAR_HIGH 0x8080808080808080ULL
+#define SWAR_ZERO(x) (((x) - SWAR_ONES) & ~(x) & SWAR_HIGH)
+
+/* Past the run of plain string bytes at p (printable ASCII other than '"'
+ * and '\\'), 8 at a time: a document's text is mostly such runs. */
+static const char *plain_run(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if ((x & SWAR_HIGH) | (((x - 0x20 * SWAR_ONES) & ~x) & SWAR_HIGH) |
+            SWAR_ZERO(x ^ ('"' * SWAR_ONES)) | SWAR_ZERO(x ^ ('\\' * SWAR_ONES)))
+            break;
+        p += 8;
+    }
+    while (p < end && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x80 && *p != '"' &&
+           *p != '\\')
+        p++;
+    return p;
+}
+
 /* A string starting at its opening quote; sets *escaped when it holds one. */
 static const char *string(const char *p, const char *end, bool *escaped)
 {
     if (p >= end || *p != '"')
         return NULL;
     p++;
-    while (p < end) {
+    while ((p = plain_run(p, end)) < end) {
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;
