@@ -227,32 +227,36 @@ json_t *clog_entry_to_json(const struct clog_entry *e)
 
 char *clog_entry_text(const struct clog_entry *e)
 {
-    json_t *env = json_pack("{s:I,s:s,s:s}", "crts", (json_int_t)e->crts, "outcome",
-                            outcome_names[e->outcome], "conflict", lww_conflict_name(e->conflict));
-    if (env && e->error)
-        json_object_set_new(env, "error", json_string(e->error));
-    if (env && e->outcome == LWW_DISMISSED)
-        json_object_set_new(env, "conflict_id", json_integer((json_int_t)e->conflict_id));
     bool has_head = e->outcome != LWW_CONFIRMED && e->outcome != LWW_DISMISSED;
-    json_t *head = has_head ? json_pack("{s:o,s:I,s:b}", "version", version_json(e->head), "hlc",
-                                        (json_int_t)e->head_hlc, "delete", e->head_delete)
-                            : NULL;
-    char *et = entry_dump(env), *ht = entry_dump(head), *frame = repl_write_frame(&e->w);
+    /* Jansson leaves out an error that is not UTF-8; so does this. */
+    size_t el = e->error && jsonscan_utf8(e->error, strlen(e->error)) ? strlen(e->error) : 0;
     const char *hd = e->head_doc ? e->head_doc : "null";
-    char *out = NULL;
-    if (et && frame && (!has_head || ht)) {
-        size_t el = strlen(et), fl = strlen(frame), hl = ht ? strlen(ht) + strlen(hd) : 0;
-        out = malloc(el + fl + hl + 32);
-        if (out) {
-            /* The documents as they are, unparsed: JSON Meridian produced. */
-            int n = sprintf(out, "%.*s,\"write\":%s", (int)(el - 1), et, frame);
-            if (has_head)
-                n += sprintf(out + n, ",\"head\":%.*s,\"doc\":%s}", (int)strlen(ht) - 1, ht, hd);
-            strcpy(out + n, "}");
-        }
+    char *frame = repl_write_frame(&e->w), hv[VERSION_TEXT_MAX];
+    size_t cap = (frame ? strlen(frame) : 0) + 6 * el + (has_head ? strlen(hd) : 0) + 256;
+    char *out = frame ? malloc(cap) : NULL;
+    if (!out) {
+        free(frame);
+        return NULL;
     }
-    free(et);
-    free(ht);
+    size_t n = (size_t)sprintf(out, "{\"crts\":%llu,\"outcome\":\"%s\",\"conflict\":\"%s\"",
+                               (unsigned long long)e->crts, outcome_names[e->outcome],
+                               lww_conflict_name(e->conflict));
+    if (el) {
+        n += (size_t)sprintf(out + n, ",\"error\":");
+        n += jsonscan_quote(out + n, e->error, el);
+    }
+    if (e->outcome == LWW_DISMISSED)
+        n += (size_t)sprintf(out + n, ",\"conflict_id\":%llu", (unsigned long long)e->conflict_id);
+    /* The documents as they are, unparsed: JSON Meridian produced. */
+    n += (size_t)sprintf(out + n, ",\"write\":%s", frame);
+    if (has_head) {
+        version_format(e->head, hv);
+        n += (size_t)sprintf(out + n, ",\"head\":{\"version\":%s%s%s,\"hlc\":%llu,\"delete\":%s,"
+                             "\"doc\":%s}", hv[0] ? "\"" : "", hv[0] ? hv : "null",
+                             hv[0] ? "\"" : "", (unsigned long long)e->head_hlc,
+                             e->head_delete ? "true" : "false", hd);
+    }
+    strcpy(out + n, "}");
     free(frame);
     return out;
 }
