@@ -58,7 +58,7 @@ struct write_op {
     struct repl_write w;
     struct embedded_op *sop;           /* embedded store: the write, until finished */
     int status;
-    char *headers, *body, *etag;
+    char *headers, *body;              /* a refused write's answer, relayed later */
     size_t headers_len, body_len;
     bool locked;
 };
@@ -73,7 +73,6 @@ static void wp_free(struct write_op *w)
     free(w->id);
     free(w->headers);
     free(w->body);
-    free(w->etag);
     free(w);
 }
 
@@ -209,7 +208,8 @@ static int wp_tag(struct write_op *w, const struct head_rec *h)
     return 0;
 }
 
-static void wp_answer(struct write_op *w)
+/* Answers the client with the backend's answer `a` and the write's headers. */
+static void wp_answer(struct write_op *w, const struct backend_answer *a)
 {
     char v[VERSION_TEXT_MAX], tok[SESSION_TOKEN_TEXT_MAX], etag[VERSION_TEXT_MAX + 4];
     struct err e;
@@ -218,14 +218,14 @@ static void wp_answer(struct write_op *w)
     downstream_add_header(c, "X-Meridian-Version", v);
     if (repl_session_token(w->r, &downstream_request(c)->head, w->w.lsn, tok, &e) == 0)
         downstream_add_header(c, "X-Session-Token", tok);
-    if (!w->etag) {
+    if (!a->etag) {
         snprintf(etag, sizeof etag, "\"%s\"", v);
         downstream_add_header(c, "ETag", etag);
     }
-    if (writewait_hold(w->r, c, w->w.lsn, w->status, w->headers, w->headers_len, w->body,
-                       w->body_len))
+    if (writewait_hold(w->r, c, w->w.lsn, a->status, a->headers, a->headers_len, a->body,
+                       a->body_len))
         return;
-    downstream_reply_relay(c, w->status, w->headers, w->headers_len, w->body, w->body_len);
+    downstream_reply_relay(c, a->status, a->headers, a->headers_len, a->body, a->body_len);
 }
 
 /* Shutting down: leave the journal as it is (recovery finishes the job at
@@ -269,7 +269,6 @@ static void wp_keep_answer(struct write_op *w, const struct backend_answer *a)
     w->body_len = w->body ? a->body_len : 0;
     if (w->body)
         memcpy(w->body, a->body, a->body_len);
-    w->etag = a->etag ? strdup(a->etag) : NULL;
 }
 
 static void wp_backend_done(void *arg, const struct backend_answer *a)
@@ -285,13 +284,13 @@ static void wp_backend_done(void *arg, const struct backend_answer *a)
                      a->error);
         return;
     }
-    wp_keep_answer(w, a);
     if (a->status < 200 || a->status > 299) {
+        wp_keep_answer(w, a); /* relayed once the entry is dropped */
         repl_abort_write(w->r, w->w.lsn, wp_aborted, w);
         return;
     }
     if (w->c) {
-        wp_answer(w);
+        wp_answer(w, a);
         w->c = NULL; /* answered: the rest happens without the client */
     }
     repl_commit_write(w->r, &w->w, wp_committed, w);
@@ -319,17 +318,17 @@ static void wp_intent_done(void *arg, int rc, const char *reason)
                     w->w.doc ? strlen(w->w.doc) : 0, wp_backend_done, w);
 }
 
+/* The store's answer: relayed as it is (copied only if it is held). */
 static void wp_store_answer(void *arg, const struct backend_answer *a)
 {
     struct write_op *w = arg;
-    wp_keep_answer(w, a);
     if (a->status < 200 || a->status > 299) {
         w->r->stats.writes_aborted++;
         if (w->c)
-            downstream_reply_relay(w->c, w->status, w->headers, w->headers_len, w->body,
-                                   w->body_len);
+            downstream_reply_relay(w->c, a->status, a->headers, a->headers_len, a->body,
+                                   a->body_len);
     } else if (w->c) {
-        wp_answer(w);
+        wp_answer(w, a);
     }
     keylock_release(w->r->locks, w->key, w->klen);
     wp_free(w);
