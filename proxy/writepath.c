@@ -6,7 +6,9 @@
  *   keylock_acquire(key) ─▶ wp_locked        one write per key at a time
  *        │   PATCH: backend GET, JSON Merge Patch onto the current document
  *        ▼
- *   wp_tag: LSN, HLC, base = local head; _ts + metadata (+ auto-versioned LWW path)
+ *   wp_tag: LSN, HLC, base = local head; _ts + metadata (+ auto-versioned LWW path),
+ *        │   spliced into the client's text (replication/tag), or on the parsed
+ *        │   document when the text needs it (PATCH, escaped names, nested paths)
  *        │
  *   embedded store: one durable committer job ─▶ wp_stored ─▶ wp_store_answer
  *        │   the store's write + the journal entry, committed (+ hub: decided);
@@ -29,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../replication/tag.h"
 #include "../store/embedded.h"
 #include "../util/log.h"
 #include "backend.h"
@@ -47,11 +50,15 @@ struct write_op {
     char key[512];
     size_t klen;
     char path[1024];
-    json_t *doc;                       /* the client's document (PUT, POST, PATCH) */
+    json_t *doc;                       /* the client's document, parsed (PATCH, and text
+                                        * the tag leaves to Jansson), else NULL */
+    struct tag_spec spec;
+    struct tag_doc text;               /* ... and otherwise as text (PUT, POST) */
+    bool new_id;                       /* POST: the id was assigned here */
     struct repl_write w;
     struct embedded_op *sop;           /* embedded store: the write, until finished */
     int status;
-    char *headers, *body, *etag;
+    char *headers, *body;              /* a refused write's answer, relayed later */
     size_t headers_len, body_len;
     bool locked;
     bool tagged;                       /* has an LSN: counted in repl's writes_tagged */
@@ -64,11 +71,11 @@ static void wp_free(struct write_op *w)
     if (w->tagged)
         topology_write_done(w->r, w->w.lsn);
     json_decref(w->doc);
+    tag_doc_clear(&w->text);
     repl_write_clear(&w->w);
     free(w->id);
     free(w->headers);
     free(w->body);
-    free(w->etag);
     free(w);
 }
 
@@ -147,6 +154,28 @@ static void set_path(json_t *doc, const char *path, json_t *v)
     json_decref(v);
 }
 
+/* The tag spliced into the client's text. */
+static int wp_tag_text(struct write_op *w)
+{
+    struct repl *r = w->r;
+    struct tag_meta m = { .region = r->self->name, .region_id = r->self->id, .lsn = w->w.lsn,
+                          .hlc = w->w.hlc, .base = w->w.base,
+                          .new_id = w->new_id ? w->id : NULL };
+    size_t len;
+    w->w.doc = tag_apply(&w->text, &w->spec, &m, &len);
+    if (!w->w.doc)
+        return -1;
+    if (w->spec.lww_key && w->spec.auto_version) {
+        w->w.has_value = true;
+        w->w.value = (double)(json_int_t)w->w.hlc;
+    } else if (w->spec.lww_key) {
+        w->w.has_value = tag_lww_value(&w->text, &w->w.value);
+    } else {
+        w->w.has_value = entry_path_number(w->w.doc, w->ct->lww_path, &w->w.value);
+    }
+    return 0;
+}
+
 static int wp_tag(struct write_op *w, const struct head_rec *h)
 {
     struct repl *r = w->r;
@@ -165,6 +194,8 @@ static int wp_tag(struct write_op *w, const struct head_rec *h)
         return -1;
     if (w->w.is_delete)
         return 0;
+    if (!w->doc)
+        return wp_tag_text(w);
     char base[VERSION_TEXT_MAX];
     version_format(w->w.base, base);
     json_object_set_new(w->doc, "_ts", json_integer((json_int_t)(HLC_MS(w->w.hlc) / 1000)));
@@ -182,7 +213,8 @@ static int wp_tag(struct write_op *w, const struct head_rec *h)
     return 0;
 }
 
-static void wp_answer(struct write_op *w)
+/* Answers the client with the backend's answer `a` and the write's headers. */
+static void wp_answer(struct write_op *w, const struct backend_answer *a)
 {
     char v[VERSION_TEXT_MAX], tok[SESSION_TOKEN_TEXT_MAX], etag[VERSION_TEXT_MAX + 4];
     struct err e;
@@ -191,14 +223,14 @@ static void wp_answer(struct write_op *w)
     downstream_add_header(c, "X-Meridian-Version", v);
     if (repl_session_token(w->r, &downstream_request(c)->head, w->w.lsn, tok, &e) == 0)
         downstream_add_header(c, "X-Session-Token", tok);
-    if (!w->etag) {
+    if (!a->etag) {
         snprintf(etag, sizeof etag, "\"%s\"", v);
         downstream_add_header(c, "ETag", etag);
     }
-    if (writewait_hold(w->r, c, w->w.lsn, w->status, w->headers, w->headers_len, w->body,
-                       w->body_len))
+    if (writewait_hold(w->r, c, w->w.lsn, a->status, a->headers, a->headers_len, a->body,
+                       a->body_len))
         return;
-    downstream_reply_relay(c, w->status, w->headers, w->headers_len, w->body, w->body_len);
+    downstream_reply_relay(c, a->status, a->headers, a->headers_len, a->body, a->body_len);
 }
 
 /* Shutting down: leave the journal as it is (recovery finishes the job at
@@ -242,7 +274,6 @@ static void wp_keep_answer(struct write_op *w, const struct backend_answer *a)
     w->body_len = w->body ? a->body_len : 0;
     if (w->body)
         memcpy(w->body, a->body, a->body_len);
-    w->etag = a->etag ? strdup(a->etag) : NULL;
 }
 
 static void wp_backend_done(void *arg, const struct backend_answer *a)
@@ -258,13 +289,13 @@ static void wp_backend_done(void *arg, const struct backend_answer *a)
                      a->error);
         return;
     }
-    wp_keep_answer(w, a);
     if (a->status < 200 || a->status > 299) {
+        wp_keep_answer(w, a); /* relayed once the entry is dropped */
         repl_abort_write(w->r, w->w.lsn, wp_aborted, w);
         return;
     }
     if (w->c) {
-        wp_answer(w);
+        wp_answer(w, a);
         w->c = NULL; /* answered: the rest happens without the client */
     }
     repl_commit_write(w->r, &w->w, wp_committed, w);
@@ -292,17 +323,17 @@ static void wp_intent_done(void *arg, int rc, const char *reason)
                     w->w.doc ? strlen(w->w.doc) : 0, wp_backend_done, w);
 }
 
+/* The store's answer: relayed as it is (copied only if it is held). */
 static void wp_store_answer(void *arg, const struct backend_answer *a)
 {
     struct write_op *w = arg;
-    wp_keep_answer(w, a);
     if (a->status < 200 || a->status > 299) {
         w->r->stats.writes_aborted++;
         if (w->c)
-            downstream_reply_relay(w->c, w->status, w->headers, w->headers_len, w->body,
-                                   w->body_len);
+            downstream_reply_relay(w->c, a->status, a->headers, a->headers_len, a->body,
+                                   a->body_len);
     } else if (w->c) {
-        wp_answer(w);
+        wp_answer(w, a);
     }
     keylock_release(w->r->locks, w->key, w->klen);
     wp_free(w);
@@ -330,6 +361,7 @@ static void wp_store_write(struct write_op *w)
     backend_store_request(method, w->path, w->c ? &downstream_request(w->c)->head : NULL,
                           w->w.doc, w->w.doc ? strlen(w->w.doc) : 0, &sr);
     sr.doc = w->w.is_delete ? NULL : w->doc;
+    sr.checked = !w->w.is_delete && !w->doc; /* the tag scanned it: a JSON object */
     /* A refusal is answered (and `w` freed) before this returns. */
     struct embedded_op *sop = embedded_write_prepare(w->r->node->store, &sr, wp_store_answered, w);
     if (!sop)
@@ -392,12 +424,21 @@ static void wp_locked(void *arg)
         wp_journal(w);
 }
 
-/* Checks the body: a JSON object without Meridian's metadata field. */
-static const char *wp_parse_body(struct write_op *w, const struct ds_request *req, char *why,
+static const char *wp_forged(struct write_op *w, char *why, size_t cap)
+{
+    w->r->stats.forged++;
+    snprintf(why, cap, "field '%s' is Meridian's metadata and cannot be written by clients",
+             w->ct->metadata_field);
+    return why;
+}
+
+/* Parses the body with Jansson: what the text path leaves to it. */
+static const char *wp_parse_json(struct write_op *w, const char *body, size_t len, char *why,
                                  size_t cap)
 {
     json_error_t je;
-    w->doc = json_loadb(req->body.p ? req->body.p : "", req->body.len, JSON_DECODE_ANY, &je);
+    tag_doc_clear(&w->text);
+    w->doc = json_loadb(body ? body : "", len, JSON_DECODE_ANY, &je);
     if (!w->doc) {
         snprintf(why, cap, "body is not valid JSON: %s at line %d column %d", je.text, je.line,
                  je.column);
@@ -405,13 +446,73 @@ static const char *wp_parse_body(struct write_op *w, const struct ds_request *re
     }
     if (!json_is_object(w->doc))
         return "body must be a JSON object";
-    if (json_object_get(w->doc, w->ct->metadata_field)) {
-        w->r->stats.forged++;
-        snprintf(why, cap, "field '%s' is Meridian's metadata and cannot be written by clients",
-                 w->ct->metadata_field);
-        return why;
-    }
+    if (json_object_get(w->doc, w->ct->metadata_field))
+        return wp_forged(w, why, cap);
     return NULL;
+}
+
+/* Checks the body: a JSON object without Meridian's metadata field. It is
+ * kept as text when the tag can be spliced into it, else parsed. */
+static const char *wp_parse_body(struct write_op *w, const struct ds_request *req, char *why,
+                                 size_t cap)
+{
+    const struct conf_container *ct = w->ct;
+    if (w->method != HTTP_PATCH &&
+        tag_spec_of(&w->spec, ct->metadata_field, ct->lww_path, ct->auto_version)) {
+        switch (tag_scan(&w->text, req->body.p, req->body.len, &w->spec)) {
+        case TAG_OK:
+            return NULL;
+        case TAG_FORGED:
+            return wp_forged(w, why, cap);
+        case TAG_SLOW:
+            break;
+        }
+    }
+    return wp_parse_json(w, req->body.p, req->body.len, why, cap);
+}
+
+/* A POST's id from the text: the body's own when it is a plain string,
+ * else assigned (`gen`); NULL when the body needs Jansson to tell. */
+static char *wp_text_id(struct write_op *w, const char *gen)
+{
+    const char *id;
+    size_t len;
+    if (!w->text.has_id) {
+        w->new_id = true;
+        return strdup(gen);
+    }
+    return tag_plain_id(&w->text, &id, &len) ? strndup(id, len) : NULL;
+}
+
+/* A POST's id: the body's "id", or a new one added to the document. */
+static const char *wp_post_id(struct write_op *w)
+{
+    char gen[48];
+    snprintf(gen, sizeof gen, "%llx-%u", (unsigned long long)repl_hlc_now(w->r),
+             w->r->self->id);
+    if (!w->doc && (w->id = wp_text_id(w, gen)))
+        return NULL;
+    if (!w->doc) {
+        /* An id that is not a plain string (or no memory): Jansson tells. */
+        struct tag_doc text = w->text;
+        char why[512];
+        w->text = (struct tag_doc){ 0 };
+        w->new_id = false;
+        const char *bad = wp_parse_json(w, text.text, text.len, why, sizeof why);
+        tag_doc_clear(&text);
+        if (bad)
+            return "out of memory";
+    }
+    json_t *jid = json_object_get(w->doc, "id");
+    if (jid && (!json_is_string(jid) || json_string_length(jid) == 0 ||
+                strchr(json_string_value(jid), '/')))
+        return "field 'id' must be a non-empty string without '/'";
+    if (!jid) {
+        json_object_set_new(w->doc, "id", json_string(gen));
+        jid = json_object_get(w->doc, "id");
+    }
+    w->id = strdup(json_string_value(jid));
+    return w->id ? NULL : "out of memory";
 }
 
 /* The document id: from the URL, or for POST from the body's "id" (or a new one). */
@@ -420,28 +521,13 @@ static const char *wp_target(struct write_op *w, const struct ds_request *req)
     size_t id_len = 0;
     const char *target = hdr_block_line(&req->head);
     const char *id = writepath_doc_id(w->ct, target, req->head.line_len, &id_len);
-    if (w->method == HTTP_POST) {
-        if (id)
-            return "POST goes to the container's route; use PUT for a document";
-        json_t *jid = json_object_get(w->doc, "id");
-        if (jid && (!json_is_string(jid) || json_string_length(jid) == 0 ||
-                    strchr(json_string_value(jid), '/')))
-            return "field 'id' must be a non-empty string without '/'";
-        if (!jid) {
-            char gen[48];
-            snprintf(gen, sizeof gen, "%llx-%u", (unsigned long long)repl_hlc_now(w->r),
-                     w->r->self->id);
-            json_object_set_new(w->doc, "id", json_string(gen));
-            jid = json_object_get(w->doc, "id");
-        }
-        w->id = strdup(json_string_value(jid));
-    } else {
-        if (!id)
-            return "a write needs a document id after the container's route";
-        if (id[0] == '_')
-            return "document ids starting with '_' are reserved (_changes, _conflicts)";
-        w->id = strndup(id, id_len);
-    }
+    if (w->method == HTTP_POST)
+        return id ? "POST goes to the container's route; use PUT for a document" : wp_post_id(w);
+    if (!id)
+        return "a write needs a document id after the container's route";
+    if (id[0] == '_')
+        return "document ids starting with '_' are reserved (_changes, _conflicts)";
+    w->id = strndup(id, id_len);
     return w->id ? NULL : "out of memory";
 }
 

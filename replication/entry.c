@@ -227,32 +227,36 @@ json_t *clog_entry_to_json(const struct clog_entry *e)
 
 char *clog_entry_text(const struct clog_entry *e)
 {
-    json_t *env = json_pack("{s:I,s:s,s:s}", "crts", (json_int_t)e->crts, "outcome",
-                            outcome_names[e->outcome], "conflict", lww_conflict_name(e->conflict));
-    if (env && e->error)
-        json_object_set_new(env, "error", json_string(e->error));
-    if (env && e->outcome == LWW_DISMISSED)
-        json_object_set_new(env, "conflict_id", json_integer((json_int_t)e->conflict_id));
     bool has_head = e->outcome != LWW_CONFIRMED && e->outcome != LWW_DISMISSED;
-    json_t *head = has_head ? json_pack("{s:o,s:I,s:b}", "version", version_json(e->head), "hlc",
-                                        (json_int_t)e->head_hlc, "delete", e->head_delete)
-                            : NULL;
-    char *et = entry_dump(env), *ht = entry_dump(head), *frame = repl_write_frame(&e->w);
+    /* Jansson leaves out an error that is not UTF-8; so does this. */
+    size_t el = e->error && jsonscan_utf8(e->error, strlen(e->error)) ? strlen(e->error) : 0;
     const char *hd = e->head_doc ? e->head_doc : "null";
-    char *out = NULL;
-    if (et && frame && (!has_head || ht)) {
-        size_t el = strlen(et), fl = strlen(frame), hl = ht ? strlen(ht) + strlen(hd) : 0;
-        out = malloc(el + fl + hl + 32);
-        if (out) {
-            /* The documents as they are, unparsed: JSON Meridian produced. */
-            int n = sprintf(out, "%.*s,\"write\":%s", (int)(el - 1), et, frame);
-            if (has_head)
-                n += sprintf(out + n, ",\"head\":%.*s,\"doc\":%s}", (int)strlen(ht) - 1, ht, hd);
-            strcpy(out + n, "}");
-        }
+    char *frame = repl_write_frame(&e->w), hv[VERSION_TEXT_MAX];
+    size_t cap = (frame ? strlen(frame) : 0) + 6 * el + (has_head ? strlen(hd) : 0) + 256;
+    char *out = frame ? malloc(cap) : NULL;
+    if (!out) {
+        free(frame);
+        return NULL;
     }
-    free(et);
-    free(ht);
+    size_t n = (size_t)sprintf(out, "{\"crts\":%llu,\"outcome\":\"%s\",\"conflict\":\"%s\"",
+                               (unsigned long long)e->crts, outcome_names[e->outcome],
+                               lww_conflict_name(e->conflict));
+    if (el) {
+        n += (size_t)sprintf(out + n, ",\"error\":");
+        n += jsonscan_quote(out + n, e->error, el);
+    }
+    if (e->outcome == LWW_DISMISSED)
+        n += (size_t)sprintf(out + n, ",\"conflict_id\":%llu", (unsigned long long)e->conflict_id);
+    /* The documents as they are, unparsed: JSON Meridian produced. */
+    n += (size_t)sprintf(out + n, ",\"write\":%s", frame);
+    if (has_head) {
+        version_format(e->head, hv);
+        n += (size_t)sprintf(out + n, ",\"head\":{\"version\":%s%s%s,\"hlc\":%llu,\"delete\":%s,"
+                             "\"doc\":%s}", hv[0] ? "\"" : "", hv[0] ? hv : "null",
+                             hv[0] ? "\"" : "", (unsigned long long)e->head_hlc,
+                             e->head_delete ? "true" : "false", hd);
+    }
+    strcpy(out + n, "}");
     free(frame);
     return out;
 }
@@ -407,8 +411,278 @@ static json_t *doc_spans_load(const char *text, size_t len, const struct doc_spa
     return root;
 }
 
+/* --- decoding by scanning alone ------------------------------------------
+ * The common entry, plain (no escapes, every field of its type), decoded
+ * without Jansson. Anything else makes these return false, and the Jansson
+ * path decides and names what is wrong. */
+
+static bool key_is(const struct jsonscan_member *m, const char *key)
+{
+    size_t n = strlen(key);
+    return m->key_len == n && memcmp(m->key, key, n) == 0;
+}
+
+/* A non-negative integer (jsonscan checked that it fits int64). */
+static bool scan_u64(const struct jsonscan_member *m, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (m->value == m->value_end)
+        return false;
+    for (const char *p = m->value; p < m->value_end; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return true;
+}
+
+/* A string without escapes: its bytes between the quotes. */
+static bool scan_str(const struct jsonscan_member *m, const char **s, size_t *n)
+{
+    if (*m->value != '"' || memchr(m->value, '\\', (size_t)(m->value_end - m->value)))
+        return false;
+    *s = m->value + 1;
+    *n = (size_t)(m->value_end - m->value) - 2;
+    return true;
+}
+
+static bool scan_bool(const struct jsonscan_member *m, bool *out)
+{
+    *out = *m->value == 't';
+    return *m->value == 't' || *m->value == 'f';
+}
+
+static bool scan_version(const struct jsonscan_member *m, struct version *out)
+{
+    const char *s;
+    size_t n;
+    *out = VERSION_NONE;
+    if (*m->value == 'n')
+        return true;
+    return scan_str(m, &s, &n) && version_parse(s, n, out) == 0;
+}
+
+static bool scan_value(const struct jsonscan_member *m, double *out)
+{
+    char buf[64];
+    size_t n = (size_t)(m->value_end - m->value);
+    if (n >= sizeof buf || (*m->value != '-' && (*m->value < '0' || *m->value > '9')))
+        return false;
+    memcpy(buf, m->value, n);
+    buf[n] = '\0';
+    *out = strtod(buf, NULL);
+    return isfinite(*out);
+}
+
+static bool scan_strdup(const struct jsonscan_member *m, char **out)
+{
+    const char *s;
+    size_t n;
+    if (!scan_str(m, &s, &n) || n == 0)
+        return false;
+    free(*out);
+    *out = strndup(s, n);
+    return *out != NULL;
+}
+
+/* The span of a document member: an object, or null where that is allowed
+ * (then *at is NULL). */
+static bool scan_doc(const struct jsonscan_member *m, const char **at, const char **end)
+{
+    *at = *m->value == '{' ? m->value : NULL;
+    *end = m->value_end;
+    return *at || *m->value == 'n';
+}
+
+static bool write_scan_member(const struct jsonscan_member *m, struct repl_write *w,
+                              uint64_t *origin, unsigned *seen, const char **doc,
+                              const char **doc_end)
+{
+    if (key_is(m, "origin"))
+        return (*seen |= 1, scan_u64(m, origin));
+    if (key_is(m, "lsn"))
+        return (*seen |= 2, scan_u64(m, &w->lsn));
+    if (key_is(m, "hlc"))
+        return (*seen |= 4, scan_u64(m, &w->hlc));
+    if (key_is(m, "delete"))
+        return (*seen |= 8, scan_bool(m, &w->is_delete));
+    if (key_is(m, "container"))
+        return (*seen |= 16, scan_strdup(m, &w->container));
+    if (key_is(m, "id"))
+        return (*seen |= 32, scan_strdup(m, &w->id));
+    if (key_is(m, "doc"))
+        return (*seen |= 64, scan_doc(m, doc, doc_end));
+    if (key_is(m, "base"))
+        return scan_version(m, &w->base);
+    if (key_is(m, "value"))
+        return (w->has_value = true, scan_value(m, &w->value));
+    if (key_is(m, "state")) {
+        uint64_t st;
+        if (!scan_u64(m, &st) || st > WRITE_COMMITTED)
+            return false;
+        w->state = (enum write_state)st;
+        return true;
+    }
+    return true;
+}
+
+static bool only_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p == end;
+}
+
+/* A write object at [at, end) (nothing but whitespace after it), as
+ * repl_write_from_json would take it. */
+static bool write_scan(const char *at, const char *end, struct repl_write *w)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    const char *doc = NULL, *doc_end = NULL;
+    uint64_t origin = 0;
+    unsigned seen = 0;
+    bool ok = jsonscan_object_open(&o, at, end);
+    memset(w, 0, sizeof *w);
+    while (ok && jsonscan_member(&o, &m))
+        ok = !m.key_escaped && write_scan_member(&m, w, &origin, &seen, &doc, &doc_end);
+    ok = ok && !o.failed && only_ws(o.p, end) && (seen & 63) == 63 && origin > 0 && origin <= UINT32_MAX &&
+         w->lsn > 0 && (doc ? true : w->is_delete);
+    w->origin = (uint32_t)origin;
+    if (ok && doc)
+        ok = (w->doc = strndup(doc, (size_t)(doc_end - doc))) != NULL;
+    if (!ok)
+        repl_write_clear(w);
+    return ok;
+}
+
+static bool outcome_scan(const struct jsonscan_member *m, struct clog_entry *e)
+{
+    const char *s;
+    size_t n;
+    if (!scan_str(m, &s, &n))
+        return false;
+    for (int i = 0; i < LWW_OUTCOMES; i++)
+        if (strlen(outcome_names[i]) == n && memcmp(s, outcome_names[i], n) == 0) {
+            e->outcome = (enum lww_outcome)i;
+            return true;
+        }
+    return false;
+}
+
+static bool conflict_scan(const struct jsonscan_member *m, struct clog_entry *e)
+{
+    const char *s;
+    size_t n;
+    if (!scan_str(m, &s, &n))
+        return false;
+    for (int i = LWW_NO_CONFLICT; i <= LWW_DELETE; i++) {
+        const char *name = lww_conflict_name((enum lww_conflict)i);
+        if (strlen(name) == n && memcmp(s, name, n) == 0) {
+            e->conflict = (enum lww_conflict)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The "head" object of a decision other than confirmed or dismissed. */
+static bool head_scan(const struct jsonscan_member *in, struct clog_entry *e)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    const char *doc = NULL, *doc_end = NULL;
+    unsigned seen = 0;
+    bool ok = jsonscan_object_open(&o, in->value, in->value_end);
+    while (ok && jsonscan_member(&o, &m)) {
+        ok = !m.key_escaped;
+        if (ok && key_is(&m, "delete"))
+            ok = (seen |= 1, scan_bool(&m, &e->head_delete));
+        else if (ok && key_is(&m, "hlc"))
+            ok = (seen |= 2, scan_u64(&m, &e->head_hlc));
+        else if (ok && key_is(&m, "version"))
+            ok = scan_version(&m, &e->head);
+        else if (ok && key_is(&m, "doc"))
+            ok = (seen |= 4, scan_doc(&m, &doc, &doc_end));
+    }
+    ok = ok && !o.failed && (seen & 3) == 3 && (doc || e->head_delete);
+    if (ok && doc)
+        ok = (e->head_doc = strndup(doc, (size_t)(doc_end - doc))) != NULL;
+    return ok;
+}
+
+struct clog_fields {
+    const struct jsonscan_member *write, *head;
+    struct jsonscan_member wm, hm;
+    bool crts, outcome, conflict, conflict_id;
+};
+
+static bool clog_scan_member(const struct jsonscan_member *m, struct clog_entry *e,
+                             struct clog_fields *f)
+{
+    const char *s;
+    size_t n;
+    if (key_is(m, "crts"))
+        return (f->crts = true, scan_u64(m, &e->crts));
+    if (key_is(m, "outcome"))
+        return (f->outcome = true, outcome_scan(m, e));
+    if (key_is(m, "conflict"))
+        return (f->conflict = true, conflict_scan(m, e));
+    if (key_is(m, "conflict_id"))
+        return (f->conflict_id = true, scan_u64(m, &e->conflict_id));
+    if (key_is(m, "write"))
+        return (f->wm = *m, f->write = &f->wm, *m->value == '{');
+    if (key_is(m, "head"))
+        return (f->hm = *m, f->head = &f->hm, *m->value == '{');
+    if (key_is(m, "error")) {
+        if (!scan_str(m, &s, &n))
+            return false;
+        free(e->error);
+        e->error = strndup(s, n);
+        return e->error != NULL;
+    }
+    return true;
+}
+
+/* The decision that follows from the write when confirmed. */
+static bool clog_scan_head(struct clog_entry *e, const struct clog_fields *f)
+{
+    if (e->outcome == LWW_CONFIRMED || e->outcome == LWW_DISMISSED) {
+        free(e->error); /* only a filed entry's is kept */
+        e->error = NULL;
+    }
+    if (e->outcome == LWW_CONFIRMED) {
+        e->head = repl_write_version(&e->w);
+        e->head_hlc = e->w.hlc;
+        e->head_delete = e->w.is_delete;
+        return !e->w.doc || (e->head_doc = strdup(e->w.doc)) != NULL;
+    }
+    if (e->outcome == LWW_DISMISSED)
+        return f->conflict_id && e->conflict_id > 0;
+    return f->head && head_scan(f->head, e);
+}
+
+static bool clog_scan(const char *text, size_t len, struct clog_entry *e)
+{
+    struct jsonscan_object o;
+    struct jsonscan_member m;
+    struct clog_fields f = { 0 };
+    bool ok = jsonscan_object_open(&o, text, text + len);
+    memset(e, 0, sizeof *e);
+    while (ok && jsonscan_member(&o, &m))
+        ok = !m.key_escaped && clog_scan_member(&m, e, &f);
+    ok = ok && !o.failed && only_ws(o.p, text + len) && f.crts && f.outcome && f.conflict && f.write &&
+         write_scan(f.write->value, f.write->value_end, &e->w) && clog_scan_head(e, &f);
+    if (!ok)
+        clog_entry_clear(e);
+    return ok;
+}
+
 int repl_write_parse(const char *text, size_t len, struct repl_write *w, struct err *err)
 {
+    if (write_scan(text, text + len, w))
+        return 0;
     struct doc_spans d = { .slow = false };
     const struct jsonscan_member whole = { .value = text, .value_end = text + len };
     json_error_t je;
@@ -430,6 +704,8 @@ int repl_write_parse(const char *text, size_t len, struct repl_write *w, struct 
 
 int clog_entry_parse(const char *text, size_t len, struct clog_entry *e, struct err *err)
 {
+    if (clog_scan(text, len, e))
+        return 0;
     struct doc_spans d;
     json_error_t je;
     bool fast;

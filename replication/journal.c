@@ -198,13 +198,25 @@ int journal_put_head(MDB_txn *txn, struct journal *j, const char *container, con
     return rc ? err_set(err, "heads: %s", mdb_strerror(rc)) : 0;
 }
 
-static int put_json_at(MDB_txn *txn, MDB_dbi dbi, uint64_t at, const char *json, size_t len,
-                       struct err *err)
+/* Puts a u64-keyed record. The journal and the log grow at their end:
+ * MDB_APPEND makes LMDB split a full last page by starting a new one,
+ * where an ordinary put splits it in the middle and leaves pages of one
+ * record of a kilobyte behind (a page written per record). A key that is
+ * not past the last one (a journal entry rewritten) is put as usual. */
+static int put_u64(MDB_txn *txn, MDB_dbi dbi, uint64_t at, MDB_val *v)
 {
     unsigned char kb[8];
     journal_u64_key(kb, at);
-    MDB_val k = { 8, kb }, v = { len, (void *)json };
-    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    MDB_val k = { 8, kb };
+    int rc = mdb_put(txn, dbi, &k, v, MDB_APPEND);
+    return rc == MDB_KEYEXIST ? mdb_put(txn, dbi, &k, v, 0) : rc;
+}
+
+static int put_json_at(MDB_txn *txn, MDB_dbi dbi, uint64_t at, const char *json, size_t len,
+                       struct err *err)
+{
+    MDB_val v = { len, (void *)json };
+    int rc = put_u64(txn, dbi, at, &v);
     return rc ? err_set(err, "%s", mdb_strerror(rc)) : 0;
 }
 
@@ -272,10 +284,7 @@ int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *
     MDB_val v;
     if (write_encode(w, &v) < 0)
         return err_set(err, "out of memory encoding a journal entry");
-    unsigned char kb[8];
-    journal_u64_key(kb, w->lsn);
-    MDB_val k = { 8, kb };
-    int rc = mdb_put(txn, j->writes, &k, &v, 0);
+    int rc = put_u64(txn, j->writes, w->lsn, &v);
     free(v.mv_data);
     if (rc)
         return err_set(err, "journal: %s", mdb_strerror(rc));

@@ -1,5 +1,10 @@
 #include "jsonscan.h"
 
+#include <errno.h>
+#include <math.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define JSONSCAN_DEPTH_MAX 2048
@@ -40,19 +45,59 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
-/* \uXXXX at p (after the backslash and 'u'); NUL is refused, as Jansson does. */
-static const char *escape_u(const char *p, const char *end)
+/* The code unit of \uXXXX at p (after the backslash and 'u'), or -1. */
+static long escape_u_code(const char *p, const char *end)
 {
-    int v = 0;
+    long v = 0;
     if (end - p < 4)
-        return NULL;
+        return -1;
     for (int i = 0; i < 4; i++) {
         int h = hex(p[i]);
         if (h < 0)
-            return NULL;
+            return -1;
         v = v << 4 | h;
     }
-    return v == 0 ? NULL : p + 4;
+    return v;
+}
+
+/* \uXXXX at p (after the backslash and 'u'), with the low half of a
+ * surrogate pair after it when it is a high one. NUL and unpaired
+ * surrogates are refused, as Jansson does. */
+static const char *escape_u(const char *p, const char *end)
+{
+    long v = escape_u_code(p, end);
+    if (v <= 0 || (v >= 0xdc00 && v <= 0xdfff))
+        return NULL;
+    if (v < 0xd800 || v > 0xdbff)
+        return p + 4;
+    if (end - p < 10 || p[4] != '\\' || p[5] != 'u')
+        return NULL;
+    v = escape_u_code(p + 6, end);
+    return v >= 0xdc00 && v <= 0xdfff ? p + 10 : NULL;
+}
+
+/* Whether any of the 8 bytes in x is zero (exact when none is, which is
+ * all the caller relies on). */
+#define SWAR_ONES 0x0101010101010101ULL
+#define SWAR_HIGH 0x8080808080808080ULL
+#define SWAR_ZERO(x) (((x) - SWAR_ONES) & ~(x) & SWAR_HIGH)
+
+/* Past the run of plain string bytes at p (printable ASCII other than '"'
+ * and '\\'), 8 at a time: a document's text is mostly such runs. */
+static const char *plain_run(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t x;
+        memcpy(&x, p, 8);
+        if ((x & SWAR_HIGH) | (((x - 0x20 * SWAR_ONES) & ~x) & SWAR_HIGH) |
+            SWAR_ZERO(x ^ ('"' * SWAR_ONES)) | SWAR_ZERO(x ^ ('\\' * SWAR_ONES)))
+            break;
+        p += 8;
+    }
+    while (p < end && (unsigned char)*p >= 0x20 && (unsigned char)*p < 0x80 && *p != '"' &&
+           *p != '\\')
+        p++;
+    return p;
 }
 
 /* A string starting at its opening quote; sets *escaped when it holds one. */
@@ -61,7 +106,7 @@ static const char *string(const char *p, const char *end, bool *escaped)
     if (p >= end || *p != '"')
         return NULL;
     p++;
-    while (p < end) {
+    while ((p = plain_run(p, end)) < end) {
         unsigned char c = (unsigned char)*p;
         if (c == '"')
             return p + 1;
@@ -99,23 +144,54 @@ static const char *digits(const char *p, const char *end)
     return p > start ? p : NULL;
 }
 
+/* Whether the number token [start, p) is one Jansson takes: an integer
+ * must fit int64, a real must not overflow a double. Only the shapes that
+ * could fail are converted; a token too long for the buffer is refused
+ * (callers fall back to Jansson, which decides). */
+static bool number_fits(const char *start, const char *p, bool integer, bool exponent)
+{
+    char buf[64];
+    size_t n = (size_t)(p - start);
+    if (n >= sizeof buf)
+        return false;
+    if (integer ? n - (*start == '-') < 19 : !exponent)
+        return true;
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    errno = 0;
+    if (integer) {
+        long long v = strtoll(buf, NULL, 10);
+        return !((v == LLONG_MAX || v == LLONG_MIN) && errno == ERANGE);
+    }
+    double d = strtod(buf, NULL);
+    return !((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE);
+}
+
 static const char *number(const char *p, const char *end)
 {
+    const char *start = p;
+    bool integer = true, exponent = false;
     if (p < end && *p == '-')
         p++;
     if (p < end && *p == '0')
         p++;
     else if (!(p = digits(p, end)))
         return NULL;
-    if (p < end && *p == '.' && !(p = digits(p + 1, end)))
-        return NULL;
+    if (p < end && *p == '.') {
+        integer = false;
+        if (!(p = digits(p + 1, end)))
+            return NULL;
+    }
     if (p < end && (*p == 'e' || *p == 'E')) {
+        integer = false;
+        exponent = true;
         p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
-        p = digits(p, end);
+        if (!(p = digits(p, end)))
+            return NULL;
     }
-    return p;
+    return number_fits(start, p, integer, exponent) ? p : NULL;
 }
 
 static const char *literal(const char *p, const char *end, const char *word)

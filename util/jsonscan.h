@@ -2,8 +2,12 @@
  * an object's members one by one, so a caller can find where a member's
  * value starts and ends and keep those bytes as they are. Pure, no
  * allocation; never reads past `end`. Accepts JSON (RFC 8259) within
- * Jansson's default limits: valid UTF-8, no \u0000, nesting up to 2048;
- * unlike Jansson it does not check that a number fits a double or int64. */
+ * Jansson's default limits: valid UTF-8, no \u0000 and no unpaired
+ * surrogate escape, nesting up to 2048, integers that fit int64 and reals
+ * that do not overflow a double. Whatever it accepts, Jansson accepts; it
+ * refuses a few things Jansson takes (a number token of 64 characters or
+ * more), so a caller that must not refuse what Jansson takes asks Jansson
+ * when this says no. */
 #ifndef MERIDIAN_JSONSCAN_H
 #define MERIDIAN_JSONSCAN_H
 
