@@ -385,6 +385,16 @@ def test_a_fourth_region_added_under_write_load_catches_up(make_cluster, backend
     assert acked & {c["version"] for c in feeds["north"]}, "no acknowledged write in north's feed"
 
 
+def start_load(cluster, names, writers=2):
+    """A load of private-id writers on the named regions, run ~1 s (phase
+    "before"); the caller finishes it."""
+    load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
+    for name in names:
+        load.add(cluster[name], writers)
+    run_for(1.0, load, "before")
+    return load
+
+
 def every_write_acknowledged(load, regions, phases):
     """Each region acknowledged writes in each phase, and no write failed."""
     print(f"load: {load.summary()}")
@@ -458,12 +468,9 @@ def test_the_hub_removed_under_write_load_hands_over(make_cluster, backend):
     dumps are identical, and the change feed, the same in both, lists every
     acknowledged write exactly once in strictly increasing crts."""
     cluster = make_cluster(backend)
-    east, west, south = cluster["east"], cluster["west"], cluster["south"]
-    load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
+    east, west = cluster["east"], cluster["west"]
+    load = start_load(cluster, ("west", "south"))
     try:
-        for r in (west, south):
-            load.add(r, 2)
-        run_for(1.0, load, "before")
         load.phase = "handover"
         cluster.remove_region("east")
         assert cluster.hub is west and cluster.names() == ["west", "south"]
@@ -483,12 +490,9 @@ def test_the_hub_killed_for_good_then_removed_from_the_file(make_cluster):
     write is present in both, none is confirmed twice, dumps and feeds are
     identical."""
     cluster = make_cluster()
-    east, west, south = cluster["east"], cluster["west"], cluster["south"]
-    load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
+    east, west = cluster["east"], cluster["west"]
+    load = start_load(cluster, ("west", "south"))
     try:
-        for r in (west, south):
-            load.add(r, 2)
-        run_for(1.0, load, "before")
         east.kill9()
         run_for(2.0, load, "hub dead")
         load.phase = "handover"
@@ -510,11 +514,8 @@ def test_reordering_moves_the_hub_and_the_old_hub_follows(make_cluster, backend)
     converge; the feeds are identical, with no version twice."""
     cluster = make_cluster(backend)
     east, west = cluster["east"], cluster["west"]
-    load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
+    load = start_load(cluster, cluster.names())
     try:
-        for r in cluster.regions:
-            load.add(r, 2)
-        run_for(1.0, load, "before")
         load.phase = "handover"
         cluster.reorder(["west", "east", "south"])
         assert cluster.hub is west and cluster.satellites[0] is east
@@ -628,12 +629,9 @@ def test_the_new_hub_killed_while_taking_over_finishes_after_a_restart(make_clus
     Writes acknowledged anywhere before and after are all there, none is
     confirmed twice, and west and south end identical."""
     cluster = make_cluster()
-    east, west, south = cluster["east"], cluster["west"], cluster["south"]
-    load = WriteLoad(uuid.uuid4().hex[:8], ids="private")
+    east, west = cluster["east"], cluster["west"]
+    load = start_load(cluster, ("west", "south"))
     try:
-        for r in (west, south):
-            load.add(r, 2)
-        run_for(1.0, load, "before")
         load.phase = "handover"
         cluster.remove_region("east")
         west.kill9()
