@@ -188,7 +188,13 @@ static int follow_line(struct repl *r, const char *line, size_t len)
     int rc = clog_entry_parse(line, len, &e, &err);
     if (rc < 0 && follow_heartbeat(r, line, len))
         return 0;
-    if (rc < 0 || e.crts <= r->follow_batch_last || e.crts <= r->j->stored_crts) {
+    if (rc == 0 && e.crts <= r->j->stored_crts && e.crts > r->follow_batch_last) {
+        /* Held already: a hub that stopped deciding follows the new hub,
+         * which caught up from its own log. */
+        clog_entry_clear(&e);
+        return 0;
+    }
+    if (rc < 0 || e.crts <= r->follow_batch_last) {
         if (rc == 0)
             clog_entry_clear(&e);
         log_warn("%s sent a bad confirmed-log line: %s", r->follow_name,
@@ -197,7 +203,11 @@ static int follow_line(struct repl *r, const char *line, size_t len)
     }
     if (e.crts > r->hub_last_crts)
         r->hub_last_crts = e.crts;
-    uint64_t prev = r->follow_batch_last;
+    /* The entry before it in this region's log: the last one received, or
+     * a later one this region stored itself (its own decisions, while it
+     * was the hub). The applier takes a fresh entry only right after it. */
+    uint64_t prev = r->follow_batch_last > r->j->stored_crts ? r->follow_batch_last
+                                                             : r->j->stored_crts;
     r->follow_batch_last = e.crts;
     r->follow_batch_n++;
     int n = snprintf(crts, sizeof crts, "%llu\t", (unsigned long long)e.crts);
