@@ -36,15 +36,38 @@ def meridian_bin():
 
 # ---------------------------------------------------------------- utilities
 
-def free_ports(n=1):
-    """n distinct loopback ports that were free a moment ago (bound to 0, read, closed)."""
-    socks = []
+def _listen_port_range():
+    """Ports below the kernel's ephemeral range: an outgoing connection takes
+    its local port from that range, so it could take a port picked there
+    before the test's process binds it (seen as "Address already in use")."""
     try:
-        for _ in range(n):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return 10000, max(10001, low - 1)
+
+
+def free_ports(n=1):
+    """n distinct loopback ports that were free a moment ago (bound, closed),
+    chosen at random below the ephemeral range."""
+    lo, hi = _listen_port_range()
+    rng = random.SystemRandom()
+    ports, socks = [], []
+    try:
+        while len(ports) < n:
+            port = rng.randint(lo, hi)
+            if port in ports:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            ports.append(port)
+        return ports
     finally:
         for s in socks:
             s.close()
