@@ -244,21 +244,12 @@ static int pump_one(void *arg, uint64_t crts, const char *json, size_t len)
     return s->blocked;
 }
 
-static int snap_one(void *arg, uint64_t crts, const char *json, size_t len)
-{
-    struct peer_stream *s = arg;
-    downstream_stream_body(s->c, json, len);
-    s->blocked = downstream_stream_body(s->c, "\n", 1);
-    (void)crts;
-    return 1;
-}
-
 static void stream_pump(struct peer_stream *s)
 {
     struct journal *j = s->r->j;
     while (!s->blocked && s->snap_next < s->snap_n) {
         uint64_t crts = s->snap[s->snap_next++];
-        journal_scan_clog(j, crts - 1, crts, 1, snap_one, s);
+        journal_scan_clog(j, crts - 1, crts, 1, pump_one, s);
     }
     if (s->snap && s->snap_next == s->snap_n) {
         free(s->snap);

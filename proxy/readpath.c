@@ -328,26 +328,22 @@ static struct read_decision gate(struct read_route *rr, const struct region_prog
 
 /* A joining region has not applied the confirmed state yet: its writes
  * wait for the join (up to session_wait_ms), then 503; while it is known to
- * trail the hub's state, its reads go to the hub. */
-static bool joining(struct read_route *rr, bool waited, bool forwarded)
+ * trail the hub's state, its reads go to the hub. 1 with the decision in
+ * rr->d, 0 when the join changes nothing, -1 when answered. */
+static int joining(struct read_route *rr, bool waited, bool forwarded)
 {
     struct repl *r = rr->r;
     if (r->state != REGION_JOINING)
-        return false;
+        return 0;
     if (!rr->is_write) {
         if (forwarded || !r->join_known)
-            return false;
+            return 0;
         rr->d = (struct read_decision){ READ_FORWARD, { r->hub->id }, 1, "joining" };
-        rr->next = 0;
-        forward_next(rr);
-        return true;
+        return 1;
     }
     if (!waited) {
         rr->d = (struct read_decision){ READ_WAIT, { 0 }, 0, "joining" };
-        rr->deadline_ms = node_now_ms(r->node) + r->node->conf->session_wait_ms;
-        rr->waiting = true;
-        TAILQ_INSERT_TAIL(&r->read_waits, rr, link);
-        return true;
+        return 1;
     }
     struct downstream *c = rr->c;
     char why[300];
@@ -359,17 +355,20 @@ static bool joining(struct read_route *rr, bool waited, bool forwarded)
     route_free(rr);
     downstream_add_header(c, "Retry-After", "1");
     downstream_reply_error(c, 503, "joining", why);
-    return true;
+    return -1;
 }
 
 static void decide(struct read_route *rr, bool waited, bool forwarded)
 {
     struct region_progress p;
-    if (joining(rr, waited, forwarded))
+    int join = joining(rr, waited, forwarded);
+    if (join < 0)
         return;
-    readpath_progress(rr->r, &p, rr->level == CONS_BOUNDED_STALENESS);
-    rr->d = rr->is_write ? gate(rr, &p, waited)
-                         : consistency_route(rr->level, &rr->token, &p, waited, forwarded);
+    if (join == 0) {
+        readpath_progress(rr->r, &p, rr->level == CONS_BOUNDED_STALENESS);
+        rr->d = rr->is_write ? gate(rr, &p, waited)
+                             : consistency_route(rr->level, &rr->token, &p, waited, forwarded);
+    }
     switch (rr->d.where) {
     case READ_LOCAL:
         serve_local(rr, waited ? SERVED_AFTER_WAIT : SERVED_LOCAL);

@@ -160,7 +160,7 @@ int node_reload(struct node *n, const char *cause)
     n->conf = next;
     if (self) /* a region removed from the file keeps its old entry (topology.c) */
         n->region = self;
-    repl_conf_swapped(n->repl, old->conf, self);
+    topology_swapped(n->repl, old->conf, self);
     enum log_level level;
     if (next->log_level && log_level_parse(next->log_level, &level) == 0)
         log_set_level(level);

@@ -411,13 +411,15 @@ static int repl_peer_port(struct repl *r, struct err *err)
     return listener_open(r->node, a->host, a->port, true, &r->peer_listener, err);
 }
 
-static int repl_hub_link(struct repl *r, struct err *err)
+struct upstream_pool *repl_peer_link(struct repl *r, const struct conf_region *g)
 {
     char url[300];
-    snprintf(url, sizeof url, "http://%s (peer port of hub %s)", r->hub->peer_listen.text,
-             r->hub->name);
-    return upstream_pool_new(r->node, url, r->hub->peer_listen.host, r->hub->peer_listen.port,
-                             &r->hub_pool, err);
+    struct upstream_pool *pool = NULL;
+    struct err err;
+    snprintf(url, sizeof url, "http://%s (peer port of region %s)", g->peer_listen.text, g->name);
+    if (upstream_pool_new(r->node, url, g->peer_listen.host, g->peer_listen.port, &pool, &err) < 0)
+        log_warn("peer link to %s: %s", g->name, err.msg);
+    return pool;
 }
 
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id)
@@ -427,18 +429,8 @@ struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id)
         return NULL;
     if (id == r->hub->id)
         return r->hub_pool;
-    if (!r->peer_pools[i]) {
-        const struct conf_region *g = &r->node->conf->regions[i];
-        char url[300];
-        struct err err;
-        snprintf(url, sizeof url, "http://%s (peer port of region %s)", g->peer_listen.text,
-                 g->name);
-        if (upstream_pool_new(r->node, url, g->peer_listen.host, g->peer_listen.port,
-                              &r->peer_pools[i], &err) < 0) {
-            log_warn("peer link to %s: %s", g->name, err.msg);
-            return NULL;
-        }
-    }
+    if (!r->peer_pools[i])
+        r->peer_pools[i] = repl_peer_link(r, &r->node->conf->regions[i]);
     return r->peer_pools[i];
 }
 
@@ -498,8 +490,10 @@ int repl_init(struct node *n, struct err *err)
     r->locks = keylock_new();
     if (!r->locks)
         return err_set(err, "out of memory");
-    if (repl_peer_port(r, err) < 0 || (!r->is_hub && repl_hub_link(r, err) < 0))
+    if (repl_peer_port(r, err) < 0)
         return -1;
+    if (!r->is_hub && !(r->hub_pool = repl_peer_link(r, r->hub)))
+        return err_set(err, "the link to hub %s could not be made (see the log)", r->hub->name);
     r->follow_pool = r->hub_pool;
     log_info("replication: region %s is %s (%s); journal next lsn %llu, applied crts %llu",
              r->self->name, r->is_hub ? "the hub" : "a satellite", topology_state_name(r->state),
@@ -510,11 +504,6 @@ int repl_init(struct node *n, struct err *err)
 int repl_reload(struct repl *r, const struct conf *next, struct err *err)
 {
     return conflicts_reload(r, next, err);
-}
-
-void repl_conf_swapped(struct repl *r, const struct conf *old, const struct conf_region *self)
-{
-    topology_swapped(r, old, self);
 }
 
 /* Starts the background work once the node is fully up. */

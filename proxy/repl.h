@@ -153,9 +153,6 @@ struct repl {
 int repl_init(struct node *n, struct err *err) MUST_CHECK;
 /* A reload is about to put `next` in force: -1 with a reason to refuse it. */
 int repl_reload(struct repl *r, const struct conf *next, struct err *err) MUST_CHECK;
-/* node->conf is `next` now (`old` stays allocated): pointers into the
- * configuration move to it; `self` is this region in it, NULL if removed. */
-void repl_conf_swapped(struct repl *r, const struct conf *old, const struct conf_region *self);
 void repl_start(struct repl *r);
 /* SIGTERM: stop serving peers (streams end, the peer port closes). */
 void repl_drain(struct repl *r);
@@ -322,7 +319,8 @@ int failover_render(struct repl *r, struct sbuf *out);
 int topology_init(struct repl *r, struct err *err) MUST_CHECK;
 void topology_start(struct repl *r);
 int topology_reload_check(struct repl *r, const struct conf *next, struct err *err) MUST_CHECK;
-/* node->conf is the new one; `self` is this region in it (NULL: removed). */
+/* node->conf is the new one (`old` stays allocated): pointers into the
+ * configuration move to it; `self` is this region in it (NULL: removed). */
 void topology_swapped(struct repl *r, const struct conf *old, const struct conf_region *self);
 void topology_tick(struct repl *r, uint64_t now_ms);
 void topology_close(struct repl *r);
@@ -338,6 +336,8 @@ void topology_snapshot(struct repl *r, uint64_t upto, uint64_t entries);
 /* The applied position moved. */
 void topology_applied(struct repl *r);
 
+/* A new pool to region g's peer port (NULL, logged, when it cannot be made). */
+struct upstream_pool *repl_peer_link(struct repl *r, const struct conf_region *g);
 /* The peer pool of region `id` (NULL for this region or an unknown one). */
 struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id);
 /* session.c: the per-origin applied marks, from the log at start-up. */

@@ -60,24 +60,12 @@ struct topology {
     const char *source_name;
     struct survey_call survey[REPL_MAX_REGIONS];
     size_t n_survey, survey_left;
-    uint64_t joined_at_ms;
 };
 
 const char *topology_state_name(enum region_state s)
 {
     static const char *const names[] = { "serving", "joining", "taking_over", "retired" };
     return s <= REGION_RETIRED ? names[s] : "?";
-}
-
-static struct upstream_pool *peer_link(struct repl *r, const struct conf_region *g)
-{
-    char url[300];
-    struct upstream_pool *pool = NULL;
-    struct err err;
-    snprintf(url, sizeof url, "http://%s (peer port of region %s)", g->peer_listen.text, g->name);
-    if (upstream_pool_new(r->node, url, g->peer_listen.host, g->peer_listen.port, &pool, &err) < 0)
-        log_warn("peer link to %s: %s", g->name, err.msg);
-    return pool;
 }
 
 /* --- persisting small marks ----------------------------------------------------- */
@@ -92,8 +80,6 @@ struct meta_job {
 static int meta_apply(MDB_txn *txn, void *arg, struct err *err)
 {
     struct meta_job *mj = arg;
-    if (strcmp(mj->name, "hub_of") == 0)
-        return handover_mark(txn, mj->r->j, (uint32_t)mj->v, err);
     return journal_put_meta(txn, mj->r->j, mj->name, mj->v, err);
 }
 
@@ -143,12 +129,10 @@ void topology_applied(struct repl *r)
 {
     if (!r->topo || r->state != REGION_JOINING || !r->join_known || r->j->applied_crts < r->join_target)
         return;
-    struct topology *t = r->topo;
     r->state = REGION_SERVING;
-    t->joined_at_ms = node_now_ms(r->node);
     log_info("joined: applied the hub's log up to crts %llu in %llu ms; client writes are taken "
              "from now on", (unsigned long long)r->j->applied_crts,
-             (unsigned long long)(t->joined_at_ms - t->started_ms));
+             (unsigned long long)(node_now_ms(r->node) - r->topo->started_ms));
     meta_put(r, "joined", 1, NULL);
     readpath_wake(r, node_now_ms(r->node));
 }
@@ -481,7 +465,7 @@ static void takeover_start(struct repl *r, const struct conf_region *old_hub)
     t->old_hub = old_hub;
     t->source_name = NULL;
     upstream_pool_free(t->old_pool);
-    t->old_pool = old_hub ? peer_link(r, old_hub) : NULL;
+    t->old_pool = old_hub ? repl_peer_link(r, old_hub) : NULL;
     log_info("this region becomes the hub%s%s", old_hub ? ", after " : " (the previous hub is "
              "unknown after a restart)", old_hub ? old_hub->name : "");
     takeover_phase(t, old_hub ? TK_FENCE : TK_SURVEY);
@@ -611,7 +595,7 @@ static void follow_new_hub(struct repl *r)
     follower_fresh_clear(r);
     if (r->hub_pool)
         node_retire_pool(r->node, r->hub_pool);
-    r->hub_pool = peer_link(r, r->hub);
+    r->hub_pool = repl_peer_link(r, r->hub);
     r->follow_pool = r->hub_pool;
     r->follow_name = r->hub->name;
     r->follow_retry_ms = node_now_ms(r->node);

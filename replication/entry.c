@@ -557,34 +557,41 @@ static bool write_scan(const char *at, const char *end, struct repl_write *w)
     return ok;
 }
 
-static bool outcome_scan(const struct jsonscan_member *m, struct clog_entry *e)
+/* The index in [0, n) whose name(i) is the member's string, or -1. */
+static int name_scan(const struct jsonscan_member *m, const char *(*name)(int), int n)
 {
     const char *s;
-    size_t n;
-    if (!scan_str(m, &s, &n))
-        return false;
-    for (int i = 0; i < LWW_OUTCOMES; i++)
-        if (strlen(outcome_names[i]) == n && memcmp(s, outcome_names[i], n) == 0) {
-            e->outcome = (enum lww_outcome)i;
-            return true;
-        }
-    return false;
+    size_t len;
+    if (!scan_str(m, &s, &len))
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (strlen(name(i)) == len && memcmp(s, name(i), len) == 0)
+            return i;
+    return -1;
+}
+
+static const char *outcome_name_of(int i)
+{
+    return outcome_names[i];
+}
+
+static const char *conflict_name_of(int i)
+{
+    return lww_conflict_name((enum lww_conflict)i);
+}
+
+static bool outcome_scan(const struct jsonscan_member *m, struct clog_entry *e)
+{
+    int i = name_scan(m, outcome_name_of, LWW_OUTCOMES);
+    e->outcome = i < 0 ? e->outcome : (enum lww_outcome)i;
+    return i >= 0;
 }
 
 static bool conflict_scan(const struct jsonscan_member *m, struct clog_entry *e)
 {
-    const char *s;
-    size_t n;
-    if (!scan_str(m, &s, &n))
-        return false;
-    for (int i = LWW_NO_CONFLICT; i <= LWW_DELETE; i++) {
-        const char *name = lww_conflict_name((enum lww_conflict)i);
-        if (strlen(name) == n && memcmp(s, name, n) == 0) {
-            e->conflict = (enum lww_conflict)i;
-            return true;
-        }
-    }
-    return false;
+    int i = name_scan(m, conflict_name_of, LWW_DELETE + 1);
+    e->conflict = i < 0 ? e->conflict : (enum lww_conflict)i;
+    return i >= 0;
 }
 
 /* The "head" object of a decision other than confirmed or dismissed. */
