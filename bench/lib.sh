@@ -56,12 +56,17 @@ bench_cleanup() {
     [[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD" 2>/dev/null
     (( ${#PIDS[@]} )) && stop_pids "${PIDS[@]}"
     wait 2>/dev/null
-    if [[ $KEEP_TMP == 1 ]]; then warn "kept scratch directory $TMP"; else rm -rf "$TMP"; fi
+    if [[ $KEEP_TMP == 1 ]]; then
+        warn "kept scratch directory $TMP ${SCRATCH_MORE[*]}"
+    else
+        rm -rf "$TMP" "${SCRATCH_MORE[@]}"
+    fi
 }
 
 bench_scratch() {
     TMP=$(mktemp -d "${TMPDIR:-/tmp}/meridian-$BENCH.XXXXXX") || die "mktemp failed"
     PIDS=()      # long-lived processes: meridians and relays
+    SCRATCH_MORE=()  # more scratch directories, elsewhere (removed with TMP)
     CHILD=""     # the measuring command running now
     trap bench_cleanup EXIT
     trap 'exit 130' INT

@@ -40,7 +40,16 @@
 #   were ("core sat/load", from /proc/stat, every process on the machine
 #   counted, other sessions' too). West well below 100% means the satellite
 #   was not CPU-bound: it waited (fsyncs, queues), so the req/s ratio is a
-#   latency ratio at CONNECTIONS concurrent writers. After each orders run:
+#   latency ratio at CONNECTIONS concurrent writers. Then west's group
+#   commit: "disk" is KiB written to the scratch directory's block device
+#   per request (/sys/class/block/DEV/stat, so every process writing that
+#   device counts: with PEER_DATA=same, east's and south's writes too); "in
+#   west" the mean time from a request's first byte to its answer inside
+#   west (meridian_request_duration_seconds); then requests per fsync, ms
+#   per fsync and transactions per fsync of west's committer
+#   (meridian_commit_*). At a fixed number of connections, req/s is about
+#   CONNECTIONS / (time in west + time outside it: wrk, loopback).
+#   After each orders run:
 #   how far east and south lagged when wrk stopped (meridian_region_lag_ms,
 #   meridian_applied_total) and how long they took to catch up.
 #
@@ -103,6 +112,13 @@
 #                cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2
 #                when missing)
 #   KEEP_TMP     1 keeps the scratch directory (configs, logs, wrk output)
+#   PEER_DATA    where east's and south's data directories live: "same"
+#                (default: beside west's, on one disk) or a directory on
+#                another device, e.g. /dev/shm. West is the region measured;
+#                on a real deployment the other regions sync their own disks,
+#                not west's. On one disk their fsyncs (the hub's decisions,
+#                south's applies) queue with west's; PEER_DATA=/dev/shm
+#                takes that queue out of (a).
 #
 # Usage: bench/replication.sh                   (from any directory)
 #        DURATION=5 ROUNDS=1 SAMPLES=50 bench/replication.sh   (quick look)
@@ -124,6 +140,7 @@ DELAY_MS=${DELAY_MS:-20}
 PARTS=${PARTS:-"a b"}
 PIN=${PIN:-1}
 KEEP_TMP=${KEEP_TMP:-0}
+PEER_DATA=${PEER_DATA:-same}
 DOC_BYTES=1024
 PY=/usr/bin/python3
 
@@ -174,15 +191,21 @@ write_config() {  # write_config FILE HUB_PEER_PORT
 # bench/replication.sh, generated
 account: { multi_region_writes: true, consistency: session }
 regions:
-  - { name: east,  id: 1, listen: 127.0.0.1:$P_EAST,  peer_listen: 127.0.0.1:$2, backend: embedded, data_dir: $TMP/data/east }
+  - { name: east,  id: 1, listen: 127.0.0.1:$P_EAST,  peer_listen: 127.0.0.1:$2, backend: embedded, data_dir: $PEER_DIR/east }
   - { name: west,  id: 2, listen: 127.0.0.1:$P_WEST,  peer_listen: 127.0.0.1:$Q_WEST, backend: embedded, data_dir: $TMP/data/west }
-  - { name: south, id: 3, listen: 127.0.0.1:$P_SOUTH, peer_listen: 127.0.0.1:$Q_SOUTH, backend: embedded, data_dir: $TMP/data/south }
+  - { name: south, id: 3, listen: 127.0.0.1:$P_SOUTH, peer_listen: 127.0.0.1:$Q_SOUTH, backend: embedded, data_dir: $PEER_DIR/south }
 containers:
   - { name: orders, route: /orders/, partition_key: /tenantId, conflict_resolution: { mode: last_writer_wins, path: /version } }
 log: { level: warn, access: false }
 EOF
 }
 mkdir -p "$TMP/data"
+if [[ $PEER_DATA == same ]]; then
+    PEER_DIR=$TMP/data
+else
+    PEER_DIR=$(mktemp -d "$PEER_DATA/meridian-peers.XXXXXX") || die "cannot make a directory in PEER_DATA=$PEER_DATA"
+    SCRATCH_MORE+=("$PEER_DIR")
+fi
 write_config "$TMP/east.yaml"  "$Q_EAST"
 write_config "$TMP/west.yaml"  "$R_WEST"
 write_config "$TMP/south.yaml" "$R_SOUTH"
@@ -228,6 +251,11 @@ say "binary   $MERIDIAN_BIN $BUILD_NOTE"
 say "regions  east (hub) :$P_EAST, west (satellite) :$P_WEST, south (satellite) :$P_SOUTH; embedded store"
 say "WAN      satellites -> hub through wanrelay, ${DELAY_MS} ms one way (RTT $(awk "BEGIN{print 2*$DELAY_MS}") ms)"
 say "CPU      $NCPU CPUs, $PLACEMENT"
+if [[ $PEER_DATA == same ]]; then
+    say "disk     every region's data under $TMP/data (one disk: the others' fsyncs queue with west's)"
+else
+    say "disk     west's data under $TMP/data, east's and south's under $PEER_DIR (PEER_DATA)"
+fi
 
 drain() {  # drain TIMEOUT: sets DRAIN to "drained S STATE" or "not-drained S STATE"
     run_fg "$PY" "$CLIENT" drain --timeout "$1" \
@@ -283,6 +311,19 @@ else
     SAT_LIST="" LOAD_LIST=""
 fi
 
+commits() {  # commits URL: "syncs sync_seconds transactions request_seconds_sum requests" of a region
+    curl -s "$1/_meridian/metrics" | awk '/^meridian_commit_syncs_total/ { n = $2 }
+        /^meridian_commit_sync_seconds_total/ { s = $2 } /^meridian_commit_batches_total/ { b = $2 }
+        /^meridian_request_duration_seconds_sum/ { rs = $2 } /^meridian_request_duration_seconds_count/ { rc = $2 }
+        END { print n + 0, s + 0, b + 0, rs + 0, rc + 0 }'
+}
+# The block device under the scratch directory: its write counters show what
+# reached the disk (the kernel's per-process write_bytes counts whole page-cache
+# folios, not the blocks written).
+DISK_STAT=/sys/class/block/$(basename "$(df --output=source "$TMP" | tail -1)")/stat
+wbytes() {  # wbytes: bytes written to that device so far (every process's)
+    awk '{ print $7 * 512 }' "$DISK_STAT" 2>/dev/null || echo 0
+}
 ticks() {  # ticks PID: utime+stime of a process, in clock ticks
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
@@ -296,6 +337,9 @@ run_wrk() {  # run_wrk TARGET ROUND_LABEL SECONDS -> sets LAST_RPS LAST_P99 LAST
     local pids=("$PID_west" "$PID_east" "$PID_south" "$PID_RELAY_west" "$PID_RELAY_south")
     local before=() after=() i t0 t1
     for i in "${!pids[@]}"; do before[i]=$(ticks "${pids[i]}"); done
+    local wb0 wb1 cm0 cm1
+    wb0=$(wbytes)
+    cm0=$(commits "$URL_WEST")
     local cs0 cl0 cs1 cl1 cores=""
     if [[ -n $SAT_LIST ]]; then cs0=$(core_ticks $SAT_LIST); cl0=$(core_ticks $LOAD_LIST); fi
     t0=$(date +%s.%N)
@@ -304,6 +348,8 @@ run_wrk() {  # run_wrk TARGET ROUND_LABEL SECONDS -> sets LAST_RPS LAST_P99 LAST
         -s "$HERE/put.lua" "$URL_WEST" >"$out" 2>&1
     t1=$(date +%s.%N)
     for i in "${!pids[@]}"; do after[i]=$(ticks "${pids[i]}"); done
+    wb1=$(wbytes)
+    cm1=$(commits "$URL_WEST")
     if [[ -n $SAT_LIST ]]; then
         cs1=$(core_ticks $SAT_LIST); cl1=$(core_ticks $LOAD_LIST)
         cores=$(awk -v a="$cs0" -v b="$cs1" -v c="$cl0" -v d="$cl1" 'BEGIN {
@@ -329,6 +375,11 @@ run_wrk() {  # run_wrk TARGET ROUND_LABEL SECONDS -> sets LAST_RPS LAST_P99 LAST
     # satellite CPU per request, in microseconds
     LAST_SATUS=$(awk "BEGIN{ if ($reqs > 0) printf \"%.0f\", 1e6 * (${after[0]} - ${before[0]}) / $HZ / $reqs; else print 0 }")
     local extra=""
+    extra+=$(awk -v a="$wb0" -v b="$wb1" -v c="$cm0" -v d="$cm1" -v n="$reqs" 'BEGIN {
+        split(c, x); split(d, y); f = y[1] - x[1]
+        if (n > 0) printf "  disk %.1f KiB/req", (b - a) / 1024 / n
+        if (y[5] > x[5]) printf "  in west %.2f ms", 1000 * (y[4] - x[4]) / (y[5] - x[5])
+        if (n > 0 && f > 0) printf "  %.1f req/fsync %.2f ms/fsync %.1f txn/fsync", n / f, 1000 * (y[2] - x[2]) / f, (y[3] - x[3]) / f }')
     [[ -n $non2xx ]] && extra+="  NON-2xx $non2xx"
     [[ -n $sockerr ]] && extra+="  $sockerr"
     printf '  %-7s %-7s %6s req/s  p99 %7s ms  west %4s us/req  cpu%% west %3s east %3s south %3s relays %3s%s%s\n' \

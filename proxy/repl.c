@@ -607,11 +607,17 @@ static int render_counter(struct sbuf *out, const char *name, const char *help, 
                        help, name, name, region, (unsigned long long)v);
 }
 
+static int render_value(struct sbuf *out, const char *name, const char *type, const char *help,
+                        double v, const char *region)
+{
+    return sbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s{region=\"%s\"} %g\n", name, help,
+                       name, type, name, region, v);
+}
+
 static int render_gauge(struct sbuf *out, const char *name, const char *help, double v,
                         const char *region)
 {
-    return sbuf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s{region=\"%s\"} %g\n", name, help,
-                       name, name, region, v);
+    return render_value(out, name, "gauge", help, v, region);
 }
 
 static int render_conflicts(struct repl *r, struct sbuf *out, const char *region)
@@ -655,7 +661,13 @@ int repl_render(struct repl *r, struct sbuf *out)
     double backlog_age = oldest && wall > HLC_MS(oldest) ? (wall - HLC_MS(oldest)) / 1000.0 : 0;
     uint64_t lag = r->is_hub ? r->j->stored_crts - r->j->applied_crts
                              : (r->hub_last_crts > r->j->applied_crts ? r->hub_last_crts - r->j->applied_crts : 0);
-    if (render_counter(out, "meridian_writes_committed_total", "Container writes committed in this region.", st->writes_committed, region) < 0 ||
+    struct committer_stats cs;
+    committer_stats(r->j->committer, &cs);
+    if (render_counter(out, "meridian_commit_batches_total", "LMDB write transactions of the committer thread (the embedded store's and the journal's).", cs.batches, region) < 0 ||
+        render_counter(out, "meridian_commit_jobs_total", "Jobs (writes, applies, log appends, ...) in those transactions.", cs.jobs, region) < 0 ||
+        render_counter(out, "meridian_commit_syncs_total", "fsyncs of the committer's environment (one per transaction holding a durable job).", cs.syncs, region) < 0 ||
+        render_value(out, "meridian_commit_sync_seconds_total", "counter", "Time spent in those fsyncs.", cs.sync_seconds, region) < 0 ||
+        render_counter(out, "meridian_writes_committed_total", "Container writes committed in this region.", st->writes_committed, region) < 0 ||
         render_counter(out, "meridian_writes_aborted_total", "Container writes the backend refused (journal entry dropped).", st->writes_aborted, region) < 0 ||
         render_counter(out, "meridian_writes_unknown_total", "Container writes whose backend answer was lost (resolved by read-back).", st->writes_unknown, region) < 0 ||
         render_counter(out, "meridian_writes_forged_total", "Writes refused because the client set Meridian's metadata field.", st->forged, region) < 0 ||

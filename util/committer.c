@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 struct job {
@@ -33,9 +34,9 @@ struct committer {
     bool stopping;
     int wake_fd;                /* eventfd: completions are waiting */
     struct event *wake_ev;
-    atomic_ulong batches;
+    atomic_ulong batches, jobs, syncs, sync_ns;
     atomic_int failed;          /* the last batch failed to commit */
-    char last_error[256];
+    char last_error[256];       /* under mu */
 };
 
 static void queue_push(struct job_queue *q, struct job *j)
@@ -95,16 +96,26 @@ static void batch_apply(struct committer *c, struct job *batch)
         for (struct job *j = batch; j; j = j->next) {
             job_run(txn, j);
             durable |= j->durable;
+            atomic_fetch_add(&c->jobs, 1);
         }
         rc = mdb_txn_commit(txn);
     }
-    if (rc == 0 && durable)
+    if (rc == 0 && durable) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = mdb_env_sync(c->env, 1);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        atomic_fetch_add(&c->syncs, 1);
+        atomic_fetch_add(&c->sync_ns, (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000000L +
+                                                      (t1.tv_nsec - t0.tv_nsec)));
+    }
     if (rc != 0) {
         char why[200];
         snprintf(why, sizeof why, "commit failed: %s", mdb_strerror(rc));
         batch_fail(batch, why);
+        pthread_mutex_lock(&c->mu);
         snprintf(c->last_error, sizeof c->last_error, "%s", why);
+        pthread_mutex_unlock(&c->mu);
     }
     atomic_store(&c->failed, rc != 0);
     atomic_fetch_add(&c->batches, 1);
@@ -229,9 +240,22 @@ unsigned long committer_batches(const struct committer *c)
     return atomic_load(&((struct committer *)c)->batches);
 }
 
+void committer_stats(const struct committer *c, struct committer_stats *out)
+{
+    struct committer *m = (struct committer *)c;
+    *out = (struct committer_stats){ .batches = atomic_load(&m->batches),
+                                     .jobs = atomic_load(&m->jobs),
+                                     .syncs = atomic_load(&m->syncs),
+                                     .sync_seconds = atomic_load(&m->sync_ns) / 1e9 };
+}
+
 int committer_check(const struct committer *c, struct err *err)
 {
-    if (atomic_load(&((struct committer *)c)->failed))
-        return err_set(err, "%s", c->last_error);
-    return 0;
+    struct committer *m = (struct committer *)c;
+    if (!atomic_load(&m->failed))
+        return 0;
+    pthread_mutex_lock(&m->mu);
+    err_set(err, "%s", m->last_error);
+    pthread_mutex_unlock(&m->mu);
+    return -1;
 }

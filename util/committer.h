@@ -38,6 +38,16 @@ void committer_close(struct committer *c);
 /* Batches committed so far (for tests and metrics). */
 unsigned long committer_batches(const struct committer *c);
 
+struct committer_stats {
+    unsigned long batches;      /* write transactions */
+    unsigned long jobs;         /* jobs run in them */
+    unsigned long syncs;        /* fsyncs (batches holding a durable job) */
+    double sync_seconds;        /* time spent in those fsyncs */
+};
+
+/* Counters so far, readable from any thread (for metrics). */
+void committer_stats(const struct committer *c, struct committer_stats *out);
+
 /* Whether the thread is alive and the last batch committed. */
 int committer_check(const struct committer *c, struct err *err) MUST_CHECK;
 

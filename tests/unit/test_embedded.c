@@ -15,6 +15,7 @@
 
 #include "store/docpath.h"
 #include "store/embedded.h"
+#include "util/committer.h"
 
 #define MAX_REPLIES 1024
 
@@ -530,6 +531,31 @@ Test(embedded, concurrent_writes_share_commits)
     cr_assert_lt(commits, 50, "200 writes took %lu commits", commits);
     struct reply *r = call(REQ(.method = "GET", .path = "/g/?limit=1000"));
     cr_assert(strstr(r->body, "\"count\":200,") != NULL);
+}
+
+/* The committer's counters (meridian_commit_* metrics): every write is a job,
+ * each batch one transaction, and each batch of store writes (durable) one
+ * timed fsync; reads add nothing. */
+Test(embedded, commit_counters_count_jobs_batches_and_fsyncs)
+{
+    char path[32];
+    struct committer_stats a, b;
+    committer_stats(embedded_committer(fx.st), &a);
+    for (int i = 0; i < 100; i++) {
+        snprintf(path, sizeof path, "/s/%03d", i);
+        send_req(REQ(.method = "PUT", .path = path, .body = "{\"v\":1}"), NULL);
+    }
+    drive(100);
+    expect(call(REQ(.method = "GET", .path = "/s/007")), 200, NULL);
+    committer_stats(embedded_committer(fx.st), &b);
+    cr_assert_eq(b.jobs - a.jobs, 100, "jobs %lu", b.jobs - a.jobs);
+    cr_assert_geq(b.batches - a.batches, 1);
+    cr_assert_lt(b.batches - a.batches, 100, "100 queued writes took %lu batches",
+                 b.batches - a.batches);
+    cr_assert_eq(b.syncs - a.syncs, b.batches - a.batches, "%lu fsyncs for %lu batches",
+                 b.syncs - a.syncs, b.batches - a.batches);
+    cr_assert_gt(b.sync_seconds, a.sync_seconds);
+    cr_assert_eq(committer_batches(embedded_committer(fx.st)), b.batches);
 }
 
 /* With the committer stuck behind a slow commit (here: another process holding
