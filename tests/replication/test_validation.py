@@ -96,8 +96,15 @@ def test_non_object_and_forged_bodies_are_refused_and_never_journaled(make_clust
         after[r.name] = lsn
     cluster.wait_quiet()
     for r in cluster.regions:
-        committed = h.metric_sum(r.metrics(), "meridian_writes_committed_total")
+        metrics = r.metrics()
+        committed = h.metric_sum(metrics, "meridian_writes_committed_total")
         assert committed == committed_before[r.name] + 1, (r.name, committed)
+        # The group commit's counters: every acknowledged write was fsynced.
+        syncs = h.metric_sum(metrics, "meridian_commit_syncs_total")
+        batches = h.metric_sum(metrics, "meridian_commit_batches_total")
+        jobs = h.metric_sum(metrics, "meridian_commit_jobs_total")
+        assert 1 <= syncs <= batches <= jobs, (r.name, syncs, batches, jobs)
+        assert h.metric_sum(metrics, "meridian_commit_sync_seconds_total") > 0, r.name
 
     # Nothing refused exists anywhere, documents targeted by refused writes
     # are unchanged, and the change feeds list only the good writes.
