@@ -311,7 +311,7 @@ else
     SAT_LIST="" LOAD_LIST=""
 fi
 
-commits() {  # commits URL: "syncs sync_seconds transactions request_seconds_sum requests" of a region
+node_counters() {  # node_counters URL: "syncs sync_seconds transactions request_seconds_sum requests"
     curl -s "$1/_meridian/metrics" | awk '/^meridian_commit_syncs_total/ { n = $2 }
         /^meridian_commit_sync_seconds_total/ { s = $2 } /^meridian_commit_batches_total/ { b = $2 }
         /^meridian_request_duration_seconds_sum/ { rs = $2 } /^meridian_request_duration_seconds_count/ { rc = $2 }
@@ -339,7 +339,7 @@ run_wrk() {  # run_wrk TARGET ROUND_LABEL SECONDS -> sets LAST_RPS LAST_P99 LAST
     for i in "${!pids[@]}"; do before[i]=$(ticks "${pids[i]}"); done
     local wb0 wb1 cm0 cm1
     wb0=$(wbytes)
-    cm0=$(commits "$URL_WEST")
+    cm0=$(node_counters "$URL_WEST")
     local cs0 cl0 cs1 cl1 cores=""
     if [[ -n $SAT_LIST ]]; then cs0=$(core_ticks $SAT_LIST); cl0=$(core_ticks $LOAD_LIST); fi
     t0=$(date +%s.%N)
@@ -349,7 +349,7 @@ run_wrk() {  # run_wrk TARGET ROUND_LABEL SECONDS -> sets LAST_RPS LAST_P99 LAST
     t1=$(date +%s.%N)
     for i in "${!pids[@]}"; do after[i]=$(ticks "${pids[i]}"); done
     wb1=$(wbytes)
-    cm1=$(commits "$URL_WEST")
+    cm1=$(node_counters "$URL_WEST")
     if [[ -n $SAT_LIST ]]; then
         cs1=$(core_ticks $SAT_LIST); cl1=$(core_ticks $LOAD_LIST)
         cores=$(awk -v a="$cs0" -v b="$cs1" -v c="$cl0" -v d="$cl1" 'BEGIN {

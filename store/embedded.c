@@ -960,7 +960,10 @@ int embedded_check(struct embedded *st, struct err *err)
 
 unsigned long embedded_commit_count(struct embedded *st)
 {
-    return st->committer ? committer_batches(st->committer) : 0;
+    struct committer_stats cs = { 0 };
+    if (st->committer)
+        committer_stats(st->committer, &cs);
+    return cs.batches;
 }
 
 MDB_env *embedded_env(struct embedded *st)

@@ -235,11 +235,6 @@ void committer_close(struct committer *c)
     free(c);
 }
 
-unsigned long committer_batches(const struct committer *c)
-{
-    return atomic_load(&((struct committer *)c)->batches);
-}
-
 void committer_stats(const struct committer *c, struct committer_stats *out)
 {
     struct committer *m = (struct committer *)c;

@@ -35,9 +35,6 @@ int committer_submit(struct committer *c, committer_apply_fn apply, committer_do
  * completions; then frees. */
 void committer_close(struct committer *c);
 
-/* Batches committed so far (for tests and metrics). */
-unsigned long committer_batches(const struct committer *c);
-
 struct committer_stats {
     unsigned long batches;      /* write transactions */
     unsigned long jobs;         /* jobs run in them */

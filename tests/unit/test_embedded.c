@@ -555,7 +555,7 @@ Test(embedded, commit_counters_count_jobs_batches_and_fsyncs)
     cr_assert_eq(b.syncs - a.syncs, b.batches - a.batches, "%lu fsyncs for %lu batches",
                  b.syncs - a.syncs, b.batches - a.batches);
     cr_assert_gt(b.sync_seconds, a.sync_seconds);
-    cr_assert_eq(committer_batches(embedded_committer(fx.st)), b.batches);
+    cr_assert_eq(embedded_commit_count(fx.st), b.batches);
 }
 
 /* With the committer stuck behind a slow commit (here: another process holding
