@@ -270,11 +270,32 @@ struct commit_job {
     void *arg;
 };
 
+/* The journal entry of a write the embedded store holds: with the store's
+ * key instead of a second copy of the document when the store keeps the
+ * journaled bytes. */
+static int commit_journal(MDB_txn *txn, struct commit_job *cj, struct err *err)
+{
+    size_t klen, slen;
+    const char *sdoc = cj->sop ? embedded_write_doc(cj->sop, &slen) : NULL;
+    if (!sdoc || !cj->w.doc || slen != strlen(cj->w.doc) || memcmp(sdoc, cj->w.doc, slen) != 0)
+        return journal_put_write(txn, cj->r->j, &cj->w, err);
+    const char *key = embedded_write_key(cj->sop, &klen);
+    return journal_put_write_ref(txn, cj->r->j, &cj->w, key, klen, err);
+}
+
 static int commit_apply(MDB_txn *txn, void *arg, struct err *err)
 {
     struct commit_job *cj = arg;
     struct journal *j = cj->r->j;
+    struct head_rec h;
+    journal_get_head_txn(txn, j, cj->w.container, cj->w.id, &h);
     if (cj->sop) {
+        /* The store's document changes: this region's last write of the key,
+         * still journaled, may refer to it (others of the key never write
+         * the store while it is pending). */
+        if (h.exists && h.pending && h.version.region == cj->r->self->id &&
+            journal_keep_doc(txn, j, h.version.lsn, err) < 0)
+            return -1;
         if (embedded_write_apply(cj->r->node->store, txn, cj->sop, err) < 0)
             return -1;
         int status = embedded_write_status(cj->sop);
@@ -282,13 +303,11 @@ static int commit_apply(MDB_txn *txn, void *arg, struct err *err)
         if (cj->refused)
             return 0;
     }
-    struct head_rec h;
-    journal_get_head_txn(txn, j, cj->w.container, cj->w.id, &h);
     struct head_rec nh = { .exists = true, .version = repl_write_version(&cj->w),
                            .hlc = cj->w.hlc, .crts = 0, .pending = h.pending + 1,
                            .deleted = cj->w.is_delete };
     cj->w.state = WRITE_COMMITTED;
-    if (journal_put_write(txn, j, &cj->w, err) < 0 ||
+    if (commit_journal(txn, cj, err) < 0 ||
         journal_put_head(txn, j, cj->w.container, cj->w.id, &nh, err) < 0)
         return -1;
     return cj->b ? confirm_apply(txn, j, cj->b, err) : 0;
@@ -434,6 +453,12 @@ struct upstream_pool *repl_peer_pool(struct repl *r, uint32_t id)
     return r->peer_pools[i];
 }
 
+static const char *repl_store_doc(void *store, MDB_txn *txn, const char *key, size_t klen,
+                                  size_t *len)
+{
+    return embedded_doc_in(store, txn, key, klen, len);
+}
+
 /* With the embedded store the journal lives in the store's environment, so
  * that a write, its journal entry and (hub) its decision are one transaction
  * and one fsync; otherwise in its own, DATA_DIR/replication. */
@@ -451,8 +476,11 @@ static int repl_journal_open(struct repl *r, struct err *err)
                        "own environment); this build keeps it inside the embedded store's, so "
                        "it would start over at LSN 1: use a new data_dir for this region",
                        old);
-    return journal_open_in(embedded_env(n->store), embedded_committer(n->store), r->self->id,
-                           &r->j, err);
+    if (journal_open_in(embedded_env(n->store), embedded_committer(n->store), r->self->id,
+                        &r->j, err) < 0)
+        return -1;
+    journal_set_doc_source(r->j, repl_store_doc, n->store);
+    return 0;
 }
 
 int repl_init(struct node *n, struct err *err)

@@ -222,7 +222,10 @@ static int put_json_at(MDB_txn *txn, MDB_dbi dbi, uint64_t at, const char *json,
 
 /* Journal entries are binary: a fixed header, then container, id and
  * document bytes. They never leave this node, and this keeps JSON work off
- * the write path. */
+ * the write path. An entry whose document is the embedded store's copy (in
+ * the same environment) holds the store's key instead of the document. */
+enum { DOC_NONE, DOC_INLINE, DOC_IN_STORE };
+
 struct write_disk {
     uint64_t lsn, hlc, base_lsn;
     double value;
@@ -231,15 +234,16 @@ struct write_disk {
     uint8_t state, is_delete, has_value, has_doc;
 };
 
-static int write_encode(const struct repl_write *w, MDB_val *out)
+/* doc: the document, or with DOC_IN_STORE the store's key. */
+static int write_encode(const struct repl_write *w, uint8_t has_doc, const char *doc,
+                        size_t doc_len, MDB_val *out)
 {
     struct write_disk d = {
         .lsn = w->lsn, .hlc = w->hlc, .base_lsn = w->base.lsn, .value = w->value,
-        .origin = w->origin, .base_region = w->base.region,
-        .doc_len = w->doc ? (uint32_t)strlen(w->doc) : 0,
+        .origin = w->origin, .base_region = w->base.region, .doc_len = (uint32_t)doc_len,
         .container_len = (uint16_t)strlen(w->container), .id_len = (uint16_t)strlen(w->id),
         .state = (uint8_t)w->state, .is_delete = w->is_delete, .has_value = w->has_value,
-        .has_doc = w->doc != NULL,
+        .has_doc = has_doc,
     };
     size_t n = sizeof d + d.container_len + d.id_len + d.doc_len;
     char *p = malloc(n);
@@ -249,28 +253,43 @@ static int write_encode(const struct repl_write *w, MDB_val *out)
     memcpy(p + sizeof d, w->container, d.container_len);
     memcpy(p + sizeof d + d.container_len, w->id, d.id_len);
     if (d.doc_len)
-        memcpy(p + sizeof d + d.container_len + d.id_len, w->doc, d.doc_len);
+        memcpy(p + sizeof d + d.container_len + d.id_len, doc, d.doc_len);
     *out = (MDB_val){ n, p };
     return 0;
 }
 
-static int write_decode(const MDB_val *v, struct repl_write *w)
+static int write_header(const MDB_val *v, struct write_disk *d)
+{
+    if (v->mv_size < sizeof *d)
+        return -1;
+    memcpy(d, v->mv_data, sizeof *d);
+    return v->mv_size == sizeof *d + d->container_len + d->id_len + d->doc_len ? 0 : -1;
+}
+
+/* The document an entry refers to, as the store holds it in txn. */
+static const char *write_store_doc(MDB_txn *txn, struct journal *j, const struct write_disk *d,
+                                   const char *key, size_t *len)
+{
+    return j->doc_fn ? j->doc_fn(j->doc_ctx, txn, key, d->doc_len, len) : NULL;
+}
+
+static int write_decode(MDB_txn *txn, struct journal *j, const MDB_val *v, struct repl_write *w)
 {
     struct write_disk d;
     memset(w, 0, sizeof *w);
-    if (v->mv_size < sizeof d)
+    if (write_header(v, &d) < 0)
         return -1;
-    memcpy(&d, v->mv_data, sizeof d);
-    if (v->mv_size != sizeof d + d.container_len + d.id_len + d.doc_len)
+    const char *p = (const char *)v->mv_data + sizeof d, *doc = p + d.container_len + d.id_len;
+    size_t doc_len = d.doc_len;
+    if (d.has_doc == DOC_IN_STORE && !(doc = write_store_doc(txn, j, &d, doc, &doc_len)))
         return -1;
-    const char *p = (const char *)v->mv_data + sizeof d;
     *w = (struct repl_write){ .origin = d.origin, .lsn = d.lsn, .hlc = d.hlc,
                               .base = { d.base_region, d.base_lsn }, .is_delete = d.is_delete,
                               .state = (enum write_state)d.state, .has_value = d.has_value,
                               .value = d.value };
     w->container = strndup(p, d.container_len);
     w->id = strndup(p + d.container_len, d.id_len);
-    w->doc = d.has_doc ? strndup(p + d.container_len + d.id_len, d.doc_len) : NULL;
+    w->doc = d.has_doc ? strndup(doc, doc_len) : NULL;
     if (!w->container || !w->id || (d.has_doc && !w->doc)) {
         repl_write_clear(w);
         return -1;
@@ -278,11 +297,17 @@ static int write_decode(const MDB_val *v, struct repl_write *w)
     return 0;
 }
 
-int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
-                      struct err *err)
+void journal_set_doc_source(struct journal *j, journal_doc_fn fn, void *ctx)
+{
+    j->doc_fn = fn;
+    j->doc_ctx = ctx;
+}
+
+static int put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
+                     uint8_t has_doc, const char *doc, size_t doc_len, struct err *err)
 {
     MDB_val v;
-    if (write_encode(w, &v) < 0)
+    if (write_encode(w, has_doc, doc, doc_len, &v) < 0)
         return err_set(err, "out of memory encoding a journal entry");
     int rc = put_u64(txn, j->writes, w->lsn, &v);
     free(v.mv_data);
@@ -292,6 +317,37 @@ int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *
         rc = journal_put_meta(txn, j, "next_lsn", w->lsn + 1, err);
     if (rc == 0 && w->hlc > journal_get_meta(txn, j, "hlc"))
         rc = journal_put_meta(txn, j, "hlc", w->hlc, err);
+    return rc;
+}
+
+int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
+                      struct err *err)
+{
+    return put_write(txn, j, w, w->doc ? DOC_INLINE : DOC_NONE, w->doc,
+                     w->doc ? strlen(w->doc) : 0, err);
+}
+
+int journal_put_write_ref(MDB_txn *txn, struct journal *j, const struct repl_write *w,
+                          const char *store_key, size_t key_len, struct err *err)
+{
+    return put_write(txn, j, w, DOC_IN_STORE, store_key, key_len, err);
+}
+
+int journal_keep_doc(MDB_txn *txn, struct journal *j, uint64_t lsn, struct err *err)
+{
+    unsigned char kb[8];
+    journal_u64_key(kb, lsn);
+    MDB_val k = { 8, kb }, v;
+    struct write_disk d;
+    if (mdb_get(txn, j->writes, &k, &v) != 0 || write_header(&v, &d) < 0 ||
+        d.has_doc != DOC_IN_STORE)
+        return 0;
+    struct repl_write w;
+    if (write_decode(txn, j, &v, &w) < 0)
+        return err_set(err, "journal entry %llu: its document is not in the store",
+                       (unsigned long long)lsn);
+    int rc = put_write(txn, j, &w, DOC_INLINE, w.doc, strlen(w.doc), err);
+    repl_write_clear(&w);
     return rc;
 }
 
@@ -448,6 +504,8 @@ int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc)
 }
 
 struct write_scan {
+    MDB_txn *txn;
+    struct journal *j;
     int (*cb)(void *, const struct repl_write *);
     void *arg;
 };
@@ -456,7 +514,7 @@ static int write_scan_one(void *arg, uint64_t lsn, const MDB_val *v)
 {
     struct write_scan *ws = arg;
     struct repl_write w;
-    if (write_decode(v, &w) < 0)
+    if (write_decode(ws->txn, ws->j, v, &w) < 0)
         return 0; /* unreadable entries are skipped, never fatal */
     int rc = ws->cb(ws->arg, &w);
     repl_write_clear(&w);
@@ -466,7 +524,7 @@ static int write_scan_one(void *arg, uint64_t lsn, const MDB_val *v)
 int journal_scan_writes_txn(MDB_txn *txn, struct journal *j, uint64_t after, size_t max,
                             int (*cb)(void *arg, const struct repl_write *w), void *arg)
 {
-    struct write_scan ws = { cb, arg };
+    struct write_scan ws = { txn, j, cb, arg };
     return txn ? journal_scan_u64(txn, j->writes, after, UINT64_MAX, max, write_scan_one, &ws) : -1;
 }
 

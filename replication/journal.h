@@ -41,6 +41,12 @@ struct chead_rec {
     uint64_t crts;           /* its confirmed-log entry */
 };
 
+/* The document stored under `key` (klen bytes) in the environment the
+ * journal shares, as seen by txn; *len its length. NULL when there is none.
+ * Valid until txn ends. */
+typedef const char *(*journal_doc_fn)(void *ctx, MDB_txn *txn, const char *key, size_t klen,
+                                      size_t *len);
+
 struct journal {
     MDB_env *env;
     MDB_dbi meta, writes, heads, clog, decided, cheads;
@@ -54,6 +60,8 @@ struct journal {
     uint64_t applied_crts;   /* confirmed-log position applied to the backend */
     uint64_t stored_crts;    /* highest confirmed-log entry held here */
     uint64_t hlc_persisted;  /* last HLC recorded, so restarts never go back */
+    journal_doc_fn doc_fn;   /* documents of entries that refer to the store's copy */
+    void *doc_ctx;
 };
 
 int journal_open(struct event_base *base, const char *dir, uint32_t region, struct journal **out,
@@ -112,9 +120,28 @@ int journal_scan_clog_back(struct journal *j, uint64_t from, size_t max,
                            int (*cb)(void *arg, uint64_t crts, const char *json, size_t len),
                            void *arg);
 
+/* Where documents of entries stored by reference come from (the embedded
+ * store, sharing the journal's environment). Without one, such entries
+ * cannot be read. */
+void journal_set_doc_source(struct journal *j, journal_doc_fn fn, void *ctx);
+
 /* --- changes, run on the committer thread inside one transaction ------- */
 int journal_put_write(MDB_txn *txn, struct journal *j, const struct repl_write *w,
                       struct err *err);
+
+/* As journal_put_write, for a write whose document (w->doc) is, byte for
+ * byte, what the store holds under store_key in the same transaction: the
+ * entry keeps the key, not a second copy. Reads of the entry fetch the
+ * document from the store, so before the store's document under that key
+ * changes while the entry is still in the journal, journal_keep_doc must
+ * copy it in. */
+int journal_put_write_ref(MDB_txn *txn, struct journal *j, const struct repl_write *w,
+                          const char *store_key, size_t key_len, struct err *err);
+
+/* The entry at lsn, if it refers to the store's document, gets its own copy
+ * of it (read in txn, so call it before the store's document changes). No
+ * entry, or one with its own document: nothing to do. */
+int journal_keep_doc(MDB_txn *txn, struct journal *j, uint64_t lsn, struct err *err);
 int journal_del_write(MDB_txn *txn, struct journal *j, uint64_t lsn, struct err *err);
 int journal_put_head(MDB_txn *txn, struct journal *j, const char *container, const char *id,
                      const struct head_rec *h, struct err *err);

@@ -806,6 +806,28 @@ int embedded_write_apply(struct embedded *st, MDB_txn *txn, struct embedded_op *
     return seq == seq0 ? 0 : embedded_meta_put_seq(st, txn, seq, err);
 }
 
+const char *embedded_write_key(const struct embedded_op *op, size_t *len)
+{
+    *len = op->key_len;
+    return op->key;
+}
+
+const char *embedded_write_doc(const struct embedded_op *op, size_t *len)
+{
+    *len = op->doc_len;
+    return op->doc;
+}
+
+const char *embedded_doc_in(struct embedded *st, MDB_txn *txn, const char *key, size_t key_len,
+                            size_t *len)
+{
+    MDB_val k = { key_len, (void *)key }, v;
+    if (mdb_get(txn, st->docs, &k, &v) != 0 || v.mv_size < EMBEDDED_SEQ_LEN)
+        return NULL;
+    *len = v.mv_size - EMBEDDED_SEQ_LEN;
+    return (const char *)v.mv_data + EMBEDDED_SEQ_LEN;
+}
+
 int embedded_write_status(const struct embedded_op *op)
 {
     return op->status;

@@ -127,6 +127,17 @@ int embedded_write_apply(struct embedded *st, MDB_txn *txn, struct embedded_op *
 int embedded_write_status(const struct embedded_op *op);
 void embedded_write_finish(struct embedded_op *op, int rc, const char *reason);
 
+/* A prepared write's key in the store, and the document it stores (NULL
+ * for a delete). */
+const char *embedded_write_key(const struct embedded_op *op, size_t *len);
+const char *embedded_write_doc(const struct embedded_op *op, size_t *len);
+
+/* The document stored under a key (as embedded_write_key gives it), read in
+ * txn, a transaction of the store's environment; NULL when there is none.
+ * Valid until txn ends. */
+const char *embedded_doc_in(struct embedded *st, MDB_txn *txn, const char *key, size_t key_len,
+                            size_t *len);
+
 /* Write transactions committed so far; grouping makes it far fewer than the
  * writes acknowledged (exposed for tests and metrics). */
 unsigned long embedded_commit_count(struct embedded *st);

@@ -20,6 +20,7 @@ def test_cut_off_satellite_accepts_writes_and_converges_after_heal(make_cluster)
     tag = uuid.uuid4().hex[:8]
     expected = {}   # id -> user doc that must win everywhere in the end
     acked_versions = {}
+    west_writes = {}  # version west acknowledged -> the user doc it wrote
 
     # Documents that exist everywhere before the cut.
     shared = [f"shared-{tag}-{i}" for i in range(4)]
@@ -45,6 +46,7 @@ def test_cut_off_satellite_accepts_writes_and_converges_after_heal(make_cluster)
         resp = west.put(doc_id, body, timeout=5)
         assert 200 <= resp.status < 300, f"cut-off satellite refused a write: {resp}"
         expected[doc_id] = body
+        west_writes[resp.header("x-meridian-version")] = body
         west_new.append(doc_id)
         local = west.get(doc_id, timeout=5)
         assert local.status == 200, local
@@ -70,6 +72,7 @@ def test_cut_off_satellite_accepts_writes_and_converges_after_heal(make_cluster)
         assert 200 <= resp.status < 300, resp
         assert resp.header("x-meridian-version").startswith("2:")
         acked_versions[sid] = resp.header("x-meridian-version")
+        west_writes[resp.header("x-meridian-version")] = west_body
         expected[sid] = west_body
         local = west.get(sid, timeout=5)
         assert rc.user_fields(local.json()) == west_body, local
@@ -123,5 +126,13 @@ def test_cut_off_satellite_accepts_writes_and_converges_after_heal(make_cluster)
     assert feeds["east"] == feeds["west"] == feeds["south"]
     in_feed = {c["id"] for c in feeds["east"]}
     assert set(expected) <= in_feed
+    # West rewrote the shared documents many times while cut off, each
+    # before the hub decided the last: every version reached the log with
+    # its own document, not a later one (the journal keeps a copy before
+    # the store's changes).
+    listed = {c["version"]: c for c in feeds["east"] if c["version"] in west_writes}
+    assert set(listed) == set(west_writes), set(west_writes) - set(listed)
+    for version, change in listed.items():
+        assert rc.user_fields(change["doc"]) == west_writes[version], (version, change)
     last_of_victim = [c for c in feeds["east"] if c["id"] == victim][-1]
     assert last_of_victim["op"] == "delete" and last_of_victim["region"] == "west", last_of_victim
