@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../replication/confirm.h"
 #include "../replication/feed.h"
 #include "../store/embedded.h"
 #include "../util/log.h"
@@ -300,8 +301,33 @@ static int apply_load(void *arg, uint64_t crts, const char *json, size_t len)
     return 1;
 }
 
-/* The follower's entry that comes right after the last one dispatched, if
- * it has it; entries already dispatched are dropped on the way. */
+void applier_fresh_push(struct repl *r, uint64_t prev, struct clog_entry *e)
+{
+    struct fresh_entry *f = r->fresh_n < REPL_FRESH_MAX ? malloc(sizeof *f) : NULL;
+    if (!f) {
+        clog_entry_clear(e);
+        return;
+    }
+    *f = (struct fresh_entry){ .prev = prev, .e = *e };
+    memset(e, 0, sizeof *e);
+    if (r->fresh_tail)
+        r->fresh_tail->next = f;
+    else
+        r->fresh_head = f;
+    r->fresh_tail = f;
+    r->fresh_n++;
+}
+
+void applier_take_decided(struct repl *r, struct confirm_batch *b)
+{
+    for (size_t i = 0; i < b->n_kept; i++)
+        applier_fresh_push(r, b->decided[i].prev, &b->decided[i].e);
+    b->n_kept = 0;
+}
+
+/* The entry in memory (the follower's, or the hub's decision) that comes
+ * right after the last one dispatched, if
+ * there is one; entries already dispatched are dropped on the way. */
 static struct fresh_entry *apply_fresh(struct repl *r)
 {
     struct fresh_entry *f;
@@ -336,6 +362,7 @@ static bool apply_dispatch(struct repl *r)
         free(f);
     } else {
         journal_scan_clog(r->j, r->apply_dispatched, r->j->stored_crts, 1, apply_load, op);
+        r->stats.apply_log_reads += op->e.crts != 0;
     }
     if (!op->e.crts) {
         apply_free(op);

@@ -42,25 +42,6 @@ void follower_fresh_clear(struct repl *r)
     r->fresh_n = 0;
 }
 
-/* Hands the entry (moved: *e is emptied) to the applier; when too many wait
- * already, the applier reads it back once it is stored instead. */
-static void follow_fresh_push(struct repl *r, uint64_t prev, struct clog_entry *e)
-{
-    struct fresh_entry *f = r->fresh_n < REPL_FRESH_MAX ? malloc(sizeof *f) : NULL;
-    if (!f) {
-        clog_entry_clear(e);
-        return;
-    }
-    *f = (struct fresh_entry){ .prev = prev, .e = *e };
-    memset(e, 0, sizeof *e);
-    if (r->fresh_tail)
-        r->fresh_tail->next = f;
-    else
-        r->fresh_head = f;
-    r->fresh_tail = f;
-    r->fresh_n++;
-}
-
 static void follow_retry(struct repl *r, const char *why)
 {
     r->follow = NULL;
@@ -211,7 +192,7 @@ static int follow_line(struct repl *r, const char *line, size_t len)
     r->follow_batch_last = e.crts;
     r->follow_batch_n++;
     int n = snprintf(crts, sizeof crts, "%llu\t", (unsigned long long)e.crts);
-    follow_fresh_push(r, prev, &e);
+    applier_fresh_push(r, prev, &e);
     rc = sbuf_add(&r->follow_batch, crts, (size_t)n);
     if (rc == 0)
         rc = sbuf_add(&r->follow_batch, line, len);

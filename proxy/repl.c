@@ -82,6 +82,7 @@ static void decide_done(void *arg, int rc, const char *reason)
         conflicts_count(r, dj->b);
         stats_observe(&r->stats.confirm_seconds,
                       (hlc_wall_ms() - dj->submitted_ms) / 1000.0);
+        applier_take_decided(r, dj->b);
         if (dj->b->n_decided)
             repl_log_grew(r, dj->b->last_crts);
     }
@@ -96,6 +97,7 @@ int repl_decide(struct repl *r, struct confirm_batch *b, repl_decided_fn done, v
         return -1;
     *dj = (struct decide_job){ r, b, done, arg, hlc_wall_ms() };
     b->crts_floor = repl_hlc_now(r);
+    b->keep_decided = true;
     conflicts_prepare(r, b);
     if (committer_submit(r->j->committer, decide_apply, decide_done, dj, true) < 0) {
         free(dj);
@@ -321,6 +323,7 @@ static void commit_done(void *arg, int rc, const char *reason)
         r->stats.writes_committed++;
         if (cj->b) {
             conflicts_count(r, cj->b);
+            applier_take_decided(r, cj->b);
             repl_log_grew(r, cj->b->last_crts);
         } else {
             shipper_kick(r);
@@ -351,7 +354,8 @@ static void commit_submit(struct repl *r, const struct repl_write *w, struct emb
         cj->b = calloc(1, sizeof *cj->b);
         if (cj->b) {
             *cj->b = (struct confirm_batch){ .origin = r->self->id, .ws = &cj->w, .n = 1,
-                                             .crts_floor = repl_hlc_now(r), .own = true };
+                                             .crts_floor = repl_hlc_now(r), .own = true,
+                                             .keep_decided = true };
             conflicts_prepare(r, cj->b);
         }
     }
@@ -705,6 +709,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_counter(out, "meridian_clock_refusals_total", "Peer clocks refused for drifting too far ahead.", st->clock_refusals, region) < 0 ||
         render_counter(out, "meridian_applied_total", "Confirmed-log entries applied here.", st->applied, region) < 0 ||
         render_counter(out, "meridian_apply_backend_writes_total", "Backend writes made by the applier.", st->apply_backend_writes, region) < 0 ||
+        render_counter(out, "meridian_apply_log_reads_total", "Entries the applier read back from the log (the others it took from memory: the follower's, or the hub's decisions).", st->apply_log_reads, region) < 0 ||
         render_counter(out, "meridian_apply_errors_total", "Failed attempts to apply an entry (retried).", st->apply_errors, region) < 0 ||
         render_counter(out, "meridian_applied_crts", "Confirmed-log position applied here (a crts; only grows).", r->j->applied_crts, region) < 0 ||
         render_gauge(out, "meridian_region_lag_ms", "How far this region's applied position trails the hub's log, in HLC milliseconds.", (double)(lag >> 16), region) < 0 ||

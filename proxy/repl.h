@@ -70,6 +70,7 @@ struct repl_stats {
     uint64_t ship_batches, ship_errors, ship_writes;
     uint64_t frames_rejected;
     uint64_t applied, apply_backend_writes, apply_errors;
+    uint64_t apply_log_reads;     /* entries the applier read back from the log */
     uint64_t recovered_committed, recovered_aborted;
     uint64_t clock_refusals;
     struct histogram replication_seconds[REPL_MAX_REGIONS]; /* by source region index */
@@ -222,6 +223,13 @@ void follower_stop(struct repl *r);
 /* Drops the received entries not yet taken by the applier. */
 void follower_fresh_clear(struct repl *r);
 void applier_kick(struct repl *r);
+/* Hands a log entry held in memory (moved: *e is emptied) to the applier,
+ * with the crts of the entry before it; when too many wait already, the
+ * applier reads it back from the log instead. */
+void applier_fresh_push(struct repl *r, uint64_t prev, struct clog_entry *e);
+/* The same for the hub's decisions kept by a batch (keep_decided). */
+struct confirm_batch;
+void applier_take_decided(struct repl *r, struct confirm_batch *b);
 /* Retries entries whose backend write failed. */
 void applier_tick(struct repl *r, uint64_t now_ms);
 void applier_close(struct repl *r);

@@ -6,6 +6,13 @@
 #include "feed.h"
 #include "hlc.h"
 
+static void decided_clear(struct confirm_batch *b)
+{
+    for (size_t i = 0; i < b->n_kept; i++)
+        clog_entry_clear(&b->decided[i].e);
+    b->n_kept = 0;
+}
+
 void confirm_batch_free(struct confirm_batch *b)
 {
     if (!b)
@@ -13,7 +20,27 @@ void confirm_batch_free(struct confirm_batch *b)
     for (size_t i = 0; i < b->n; i++)
         repl_write_clear(&b->ws[i]);
     free(b->ws);
+    decided_clear(b);
+    free(b->decided);
     free(b);
+}
+
+/* Keeps a copy of the decision just logged (its head document and error
+ * move into it). Without memory it is not kept: the applier reads it back. */
+static void decided_keep(struct confirm_batch *b, uint64_t prev, struct clog_entry *e)
+{
+    struct confirm_decided *d = &b->decided[b->n_kept];
+    d->prev = prev;
+    d->e = *e;
+    if (repl_write_copy(&d->e.w, &e->w) < 0)
+        return;
+    e->head_doc = NULL;
+    e->error = NULL;
+    if (d->e.outcome == LWW_CONFIRMED && clog_entry_head_of_write(&d->e) < 0) {
+        clog_entry_clear(&d->e);
+        return;
+    }
+    b->n_kept++;
 }
 
 /* The head's document, from the confirmed-log entry that made it head. */
@@ -158,6 +185,8 @@ static int decide_one(MDB_txn *txn, struct journal *j, struct confirm_batch *b,
         rc = err_set(err, "out of memory encoding a decision");
     if (rc == 0)
         rc = journal_put_clog(txn, j, crts, text, strlen(text), err);
+    if (rc == 0 && b->decided)
+        decided_keep(b, b->last_crts, &e);
     free(text);
     free(e.head_doc);
     free(e.error);
@@ -180,6 +209,10 @@ int confirm_apply(MDB_txn *txn, struct journal *j, struct confirm_batch *b, stru
     memset(b->conflicts, 0, sizeof b->conflicts);
     b->procedure_runs = b->procedure_failures = 0;
     b->procedure_ms = 0;
+    if (b->decided)
+        decided_clear(b);
+    else if (b->keep_decided && b->n)
+        b->decided = calloc(b->n, sizeof *b->decided);
     for (size_t i = 0; i < b->n; i++) {
         const struct repl_write *w = &b->ws[i];
         if (w->lsn <= decided && !b->own)

@@ -35,6 +35,9 @@ struct confirm_batch {
      * backend calls finish out of LSN order, and it can never be a replay,
      * so the decided mark only records the highest LSN seen. */
     bool own;
+    /* Keep the decisions (in `decided`) for the caller: the hub's applier
+     * takes them from memory instead of reading them back from the log. */
+    bool keep_decided;
     /* Custom resolution (NULL policy: every container is last-writer-wins). */
     confirm_policy_fn policy;
     void *policy_ctx;
@@ -46,6 +49,14 @@ struct confirm_batch {
     uint64_t conflicts[LWW_DELETE + 1][LWW_OUTCOMES];  /* by kind and outcome */
     uint32_t procedure_runs, procedure_failures;
     uint64_t procedure_ms;           /* time spent in procedures */
+    struct confirm_decided *decided; /* keep_decided: n_kept of them, in crts order */
+    size_t n_kept;
+};
+
+/* A decision as written to the log, and the crts of the log entry before it. */
+struct confirm_decided {
+    uint64_t prev;
+    struct clog_entry e;             /* owned */
 };
 
 /* Decides the batch's writes inside `txn`. A conflict in a custom container

@@ -187,6 +187,16 @@ char *repl_write_frame(const struct repl_write *w)
     return f;
 }
 
+int clog_entry_head_of_write(struct clog_entry *e)
+{
+    e->head = repl_write_version(&e->w);
+    e->head_hlc = e->w.hlc;
+    e->head_delete = e->w.is_delete;
+    free(e->head_doc);
+    e->head_doc = NULL;
+    return dup_or_null(&e->head_doc, e->w.doc);
+}
+
 void clog_entry_clear(struct clog_entry *e)
 {
     repl_write_clear(&e->w);
@@ -302,10 +312,7 @@ int clog_entry_from_json(const json_t *j, struct clog_entry *e, struct err *err)
         repl_write_from_json(json_object_get(j, "write"), &e->w, err) < 0)
         return -1;
     if (e->outcome == LWW_CONFIRMED) {
-        e->head = repl_write_version(&e->w);
-        e->head_hlc = e->w.hlc;
-        e->head_delete = e->w.is_delete;
-        if (dup_or_null(&e->head_doc, e->w.doc) < 0)
+        if (clog_entry_head_of_write(e) < 0)
             goto fail;
         return 0;
     }
@@ -659,12 +666,8 @@ static bool clog_scan_head(struct clog_entry *e, const struct clog_fields *f)
         free(e->error); /* only a filed entry's is kept */
         e->error = NULL;
     }
-    if (e->outcome == LWW_CONFIRMED) {
-        e->head = repl_write_version(&e->w);
-        e->head_hlc = e->w.hlc;
-        e->head_delete = e->w.is_delete;
-        return !e->w.doc || (e->head_doc = strdup(e->w.doc)) != NULL;
-    }
+    if (e->outcome == LWW_CONFIRMED)
+        return clog_entry_head_of_write(e) == 0;
     if (e->outcome == LWW_DISMISSED)
         return f->conflict_id && e->conflict_id > 0;
     return f->head && head_scan(f->head, e);

@@ -67,6 +67,9 @@ int repl_write_parse(const char *text, size_t len, struct repl_write *w,
 char *repl_write_frame(const struct repl_write *w);
 
 void clog_entry_clear(struct clog_entry *e);
+/* A confirmed entry's head is its write: sets head, head_hlc, head_delete
+ * and a copy of the document as head_doc. -1 without memory. */
+int clog_entry_head_of_write(struct clog_entry *e) MUST_CHECK;
 /* The JSON text of a decision as the confirmed log stores it: the same as
  * entry_dump(clog_entry_to_json(e)) up to key order, with the documents
  * spliced in as they are (JSON Meridian produced itself), not parsed and

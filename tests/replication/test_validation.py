@@ -105,6 +105,10 @@ def test_non_object_and_forged_bodies_are_refused_and_never_journaled(make_clust
         jobs = h.metric_sum(metrics, "meridian_commit_jobs_total")
         assert 1 <= syncs <= batches <= jobs, (r.name, syncs, batches, jobs)
         assert h.metric_sum(metrics, "meridian_commit_sync_seconds_total") > 0, r.name
+        if r is cluster.hub:
+            # The hub's applier takes its own decisions from memory.
+            assert h.metric_sum(metrics, "meridian_applied_total") > 0
+            assert h.metric_sum(metrics, "meridian_apply_log_reads_total") == 0, metrics
 
     # Nothing refused exists anywhere, documents targeted by refused writes
     # are unchanged, and the change feeds list only the good writes.

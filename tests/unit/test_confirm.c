@@ -534,3 +534,76 @@ Test(confirm, decisions_through_the_committer_survive_a_restart)
     cr_expect_eq(log_all().n, 3);
 }
 
+
+/* keep_decided: the decisions as logged, in crts order, each with the crts
+ * of the entry before it, so that the hub's applier takes them from memory;
+ * replays are not decided again, so not kept. */
+static struct confirm_batch *decide_kept(uint32_t origin, uint64_t floor, struct repl_write *ws,
+                                         size_t n)
+{
+    struct confirm_batch *b = batch_new(origin, floor, ws, n);
+    struct err err = { "" };
+    MDB_txn *txn;
+    b->keep_decided = true;
+    cr_assert_eq(mdb_txn_begin(hub.j->env, NULL, 0, &txn), 0);
+    cr_assert_eq(confirm_apply(txn, hub.j, b, &err), 0, "confirm_apply: %s", err.msg);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    return b;
+}
+
+static void expect_kept_as_logged(const struct confirm_batch *b, uint64_t prev)
+{
+    cr_assert_eq(b->n_kept, b->n_decided);
+    for (size_t i = 0; i < b->n_kept; i++) {
+        const struct clog_entry *k = &b->decided[i].e;
+        cr_expect_eq(b->decided[i].prev, prev, "entry %zu: prev %llu, want %llu", i,
+                     (unsigned long long)b->decided[i].prev, (unsigned long long)prev);
+        struct clog_entry e = clog_at(k->crts);
+        cr_expect_eq(k->outcome, e.outcome);
+        cr_expect_eq(k->conflict, e.conflict);
+        expect_version(repl_write_version(&k->w), repl_write_version(&e.w), "write");
+        expect_version(k->head, e.head, "head");
+        cr_expect_eq(k->head_delete, e.head_delete);
+        cr_expect_eq(k->w.is_delete, e.w.is_delete);
+        expect_doc(k->w.doc, e.w.doc, "document");
+        expect_doc(k->head_doc, e.head_doc, "head document");
+        cr_expect_str_eq(k->w.id, e.w.id);
+        clog_entry_clear(&e);
+        prev = k->crts;
+    }
+}
+
+Test(confirm, kept_decisions_are_the_logged_entries_in_order)
+{
+    struct repl_write first[] = {
+        put(SAT_A, 1, HLC(10), V(0, 0), "k1", "{\"v\":5}"),
+    };
+    struct confirm_batch *a = decide_kept(SAT_A, 0, first, 1);
+    expect_kept_as_logged(a, 0);
+    uint64_t after_a = a->last_crts;
+    a->ws = NULL, a->n = 0;
+    confirm_batch_free(a);
+
+    /* A confirmed write, a superseded one (lower /v, same key, unseen
+     * head: the winner's document is the head's), and a delete. */
+    struct repl_write second[] = {
+        put(SAT_B, 1, HLC(20), V(0, 0), "k2", "{\"v\":1}"),
+        put(SAT_B, 2, HLC(21), V(0, 0), "k1", "{\"v\":1}"),
+        del(SAT_B, 3, HLC(22), V(SAT_B, 1), "k2"),
+    };
+    struct confirm_batch *b = decide_kept(SAT_B, 0, second, 3);
+    cr_expect_eq(count_of(b, LWW_INSERT, LWW_SUPERSEDED), 1);
+    expect_kept_as_logged(b, after_a);
+    cr_expect_str_eq(b->decided[1].e.head_doc, "{\"v\":5}");
+    b->ws = NULL, b->n = 0;
+    confirm_batch_free(b);
+
+    /* The same batch again: a replay decides nothing, keeps nothing. */
+    struct repl_write again[] = {
+        put(SAT_B, 1, HLC(20), V(0, 0), "k2", "{\"v\":1}"),
+    };
+    struct confirm_batch *c = decide_kept(SAT_B, 0, again, 1);
+    cr_expect_eq(c->n_decided, 0);
+    cr_expect_eq(c->n_kept, 0);
+    confirm_batch_free(c);
+}
