@@ -326,8 +326,8 @@ void applier_take_decided(struct repl *r, struct confirm_batch *b)
 }
 
 /* The entry in memory (the follower's, or the hub's decision) that comes
- * right after the last one dispatched, if
- * there is one; entries already dispatched are dropped on the way. */
+ * right after the last one dispatched, if there is one; entries already
+ * dispatched are dropped on the way. */
 static struct fresh_entry *apply_fresh(struct repl *r)
 {
     struct fresh_entry *f;
