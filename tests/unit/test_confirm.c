@@ -581,7 +581,6 @@ Test(confirm, kept_decisions_are_the_logged_entries_in_order)
     struct confirm_batch *a = decide_kept(SAT_A, 0, first, 1);
     expect_kept_as_logged(a, 0);
     uint64_t after_a = a->last_crts;
-    a->ws = NULL, a->n = 0;
     confirm_batch_free(a);
 
     /* A confirmed write, a superseded one (lower /v, same key, unseen
@@ -595,7 +594,6 @@ Test(confirm, kept_decisions_are_the_logged_entries_in_order)
     cr_expect_eq(count_of(b, LWW_INSERT, LWW_SUPERSEDED), 1);
     expect_kept_as_logged(b, after_a);
     cr_expect_str_eq(b->decided[1].e.head_doc, "{\"v\":5}");
-    b->ws = NULL, b->n = 0;
     confirm_batch_free(b);
 
     /* The same batch again: a replay decides nothing, keeps nothing. */
