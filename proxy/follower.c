@@ -207,9 +207,10 @@ static void follow_body(void *arg, const char *p, size_t n)
     if (sbuf_add(&r->follow_buf, p, n) < 0)
         return;
     size_t start = 0;
-    for (size_t i = 0; i < r->follow_buf.len; i++) {
-        if (r->follow_buf.p[i] != '\n')
-            continue;
+    const char *nl;
+    while (start < r->follow_buf.len &&
+           (nl = memchr(r->follow_buf.p + start, '\n', r->follow_buf.len - start))) {
+        size_t i = (size_t)(nl - r->follow_buf.p);
         if (i > start)
             follow_line(r, r->follow_buf.p + start, i - start);
         start = i + 1;

@@ -18,6 +18,11 @@
 #include "route.h"
 #include "upstream.h"
 
+/* Bytes read from a peer link per callback: about a dozen confirmed-log
+ * entries of 1 KiB documents, so that following the hub's log never holds
+ * this region's clients up for more than a fraction of a millisecond. */
+#define PEER_READ_MAX 16384
+
 size_t repl_key(const char *container, const char *id, char *buf, size_t cap)
 {
     return journal_key(container, id, buf, cap);
@@ -442,6 +447,8 @@ struct upstream_pool *repl_peer_link(struct repl *r, const struct conf_region *g
     snprintf(url, sizeof url, "http://%s (peer port of region %s)", g->peer_listen.text, g->name);
     if (upstream_pool_new(r->node, url, g->peer_listen.host, g->peer_listen.port, &pool, &err) < 0)
         log_warn("peer link to %s: %s", g->name, err.msg);
+    else
+        upstream_pool_set_read_max(pool, PEER_READ_MAX);
     return pool;
 }
 
@@ -581,6 +588,7 @@ void repl_close(struct repl *r)
     /* Completions of queued jobs run here and see `closing` (with the
      * embedded store they ran in embedded_stop: the committer is its). */
     journal_close(r->j);
+    shipper_close(r);
     applier_close(r);
     writewait_close(r);
     keylock_free(r->locks);
@@ -699,6 +707,8 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_counter(out, "meridian_commit_jobs_total", "Jobs (writes, applies, log appends, ...) in those transactions.", cs.jobs, region) < 0 ||
         render_counter(out, "meridian_commit_syncs_total", "fsyncs of the committer's environment (one per transaction holding a durable job).", cs.syncs, region) < 0 ||
         render_value(out, "meridian_commit_sync_seconds_total", "counter", "Time spent in those fsyncs.", cs.sync_seconds, region) < 0 ||
+        render_counter(out, "meridian_commit_gathers_total", "Transactions of jobs needing no fsync held back (up to 1 ms) to share the next durable job's.", cs.gathers, region) < 0 ||
+        render_value(out, "meridian_commit_gather_seconds_total", "counter", "Time those transactions were held back.", cs.gather_seconds, region) < 0 ||
         render_counter(out, "meridian_writes_committed_total", "Container writes committed in this region.", st->writes_committed, region) < 0 ||
         render_counter(out, "meridian_writes_aborted_total", "Container writes the backend refused (journal entry dropped).", st->writes_aborted, region) < 0 ||
         render_counter(out, "meridian_writes_unknown_total", "Container writes whose backend answer was lost (resolved by read-back).", st->writes_unknown, region) < 0 ||

@@ -33,6 +33,8 @@ struct listener;
 struct peer_stream;
 struct write_op;
 struct read_route;
+struct ship_collect;
+struct event;
 struct write_wait;
 struct failover;
 struct policy_table;
@@ -121,6 +123,8 @@ struct repl {
     const char *follow_name;
     /* shipper */
     bool ship_inflight;
+    struct ship_collect *ship_build; /* the batch being framed, a slice per loop iteration */
+    struct event *ship_ev;         /* frames its next slice */
     uint32_t ship_gen;             /* answers of an earlier hub's generation are ignored */
     uint64_t ship_after;           /* the hub decided everything up to here */
     uint64_t ship_retry_ms, ship_backoff_ms;
@@ -218,6 +222,7 @@ void peer_streams_heartbeat(struct repl *r);
 
 /* shipper.c / follower.c / applier.c */
 void shipper_kick(struct repl *r);
+void shipper_close(struct repl *r);
 void follower_kick(struct repl *r);
 void follower_stop(struct repl *r);
 /* Drops the received entries not yet taken by the applier. */

@@ -3,6 +3,7 @@
  * it takes. The hub answers with the highest LSN it has decided; replays are
  * no-ops there. An entry still in the intent state stops the batch: nothing
  * after it may be decided first. */
+#include <event2/event.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,16 +20,24 @@
 #define SHIP_BACKOFF_MIN_MS 100
 #define SHIP_BACKOFF_MAX_MS 5000
 
+/* Writes framed per loop callback: a batch of a thousand is built over
+ * several loop iterations, so this region's clients are served in between. */
+#define SHIP_SLICE 128
+
 struct ship_collect {
     struct sbuf body;            /* the batch's JSON text, being built */
     size_t n;
     size_t max_bytes;
+    uint64_t last_lsn;           /* of the last write framed */
+    uint32_t gen;                /* r->ship_gen when the batch was started */
+    bool stopped;                /* an intent, or the batch is full */
     bool failed;
 };
 
 static int ship_collect_one(void *arg, const struct repl_write *w)
 {
     struct ship_collect *sc = arg;
+    sc->stopped = true;
     if (w->state != WRITE_COMMITTED)
         return 1;
     char *frame = repl_write_frame(w);
@@ -43,6 +52,8 @@ static int ship_collect_one(void *arg, const struct repl_write *w)
     }
     free(frame);
     sc->n++;
+    sc->last_lsn = w->lsn;
+    sc->stopped = false;
     return 0;
 }
 
@@ -111,31 +122,22 @@ static void ship_answer(void *arg, const struct backend_answer *a)
         shipper_kick(r);
 }
 
-void shipper_kick(struct repl *r)
+static void ship_free(struct ship_collect *sc)
 {
-    if (r->closing || r->is_hub || !r->hub_pool || r->ship_inflight || r->recovering ||
-        (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms))
-        return;
-    uint64_t limit = 3 * (uint64_t)r->node->conf->limits.max_body_bytes;
-    struct ship_collect sc = { .max_bytes = limit < SHIP_BATCH_BYTES ? limit : SHIP_BATCH_BYTES };
-    if (sbuf_printf(&sc.body, "{\"origin\":%u,\"hlc\":%llu,\"writes\":[", r->self->id,
-                    (unsigned long long)repl_hlc_now(r)) < 0)
-        sc.failed = true;
-    else
-        journal_scan_writes(r->j, r->ship_after, SHIP_BATCH_MAX, ship_collect_one, &sc);
-    size_t n = sc.n;
-    if (!sc.failed && n && sbuf_add(&sc.body, "]}", 2) < 0)
-        sc.failed = true;
-    if (sc.failed || n == 0) {
-        sbuf_free(&sc.body);
-        if (sc.failed)
-            ship_backoff(r, "out of memory");
-        return;
-    }
-    struct ship_call *call = malloc(sizeof *call);
+    sbuf_free(&sc->body);
+    free(sc);
+}
+
+static void ship_send(struct repl *r, struct ship_collect *sc)
+{
+    size_t n = sc->n;
+    if (!sc->failed && n && sbuf_add(&sc->body, "]}", 2) < 0)
+        sc->failed = true;
+    struct ship_call *call = sc->failed || n == 0 ? NULL : malloc(sizeof *call);
     if (!call) {
-        sbuf_free(&sc.body);
-        ship_backoff(r, "out of memory");
+        if (sc->failed || n)
+            ship_backoff(r, "out of memory");
+        ship_free(sc);
         return;
     }
     *call = (struct ship_call){ r, r->ship_gen };
@@ -143,7 +145,79 @@ void shipper_kick(struct repl *r)
     r->ship_retry_ms = 0;
     r->stats.ship_batches++;
     r->stats.ship_writes += n;
-    backend_http(r->node, r->hub_pool, "POST", "/_meridian/v1/ship", sc.body.p, sc.body.len,
+    backend_http(r->node, r->hub_pool, "POST", "/_meridian/v1/ship", sc->body.p, sc->body.len,
                  ship_answer, call);
-    sbuf_free(&sc.body);
+    ship_free(sc);
+}
+
+static bool ship_blocked(struct repl *r)
+{
+    return r->closing || r->is_hub || !r->hub_pool || r->ship_inflight || r->recovering ||
+           (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms);
+}
+
+/* Frames the next slice of the batch being built; sends the batch once it
+ * is full or the committed writes run out, else comes back in the next
+ * loop iteration. A batch begun for an earlier hub is dropped. */
+static void ship_build(struct repl *r)
+{
+    struct ship_collect *sc = r->ship_build;
+    if (sc->gen != r->ship_gen || ship_blocked(r)) {
+        r->ship_build = NULL;
+        ship_free(sc);
+        shipper_kick(r);
+        return;
+    }
+    size_t want = SHIP_BATCH_MAX - sc->n < SHIP_SLICE ? SHIP_BATCH_MAX - sc->n : SHIP_SLICE;
+    size_t before = sc->n;
+    journal_scan_writes(r->j, sc->last_lsn, want, ship_collect_one, sc);
+    if (!sc->failed && !sc->stopped && sc->n - before == want && sc->n < SHIP_BATCH_MAX) {
+        static const struct timeval now = { 0, 0 };
+        if (evtimer_add(r->ship_ev, &now) == 0)
+            return;
+    }
+    r->ship_build = NULL;
+    ship_send(r, sc);
+}
+
+static void ship_build_cb(evutil_socket_t fd, short what, void *arg)
+{
+    ship_build(arg);
+}
+
+void shipper_kick(struct repl *r)
+{
+    if (r->ship_build || ship_blocked(r))
+        return;
+    if (!r->ship_ev && !(r->ship_ev = evtimer_new(r->node->base, ship_build_cb, r))) {
+        ship_backoff(r, "out of memory");
+        return;
+    }
+    struct ship_collect *sc = calloc(1, sizeof *sc);
+    if (!sc) {
+        ship_backoff(r, "out of memory");
+        return;
+    }
+    uint64_t limit = 3 * (uint64_t)r->node->conf->limits.max_body_bytes;
+    sc->max_bytes = limit < SHIP_BATCH_BYTES ? limit : SHIP_BATCH_BYTES;
+    sc->last_lsn = r->ship_after;
+    sc->gen = r->ship_gen;
+    if (sbuf_printf(&sc->body, "{\"origin\":%u,\"hlc\":%llu,\"writes\":[", r->self->id,
+                    (unsigned long long)repl_hlc_now(r)) < 0) {
+        ship_free(sc);
+        ship_backoff(r, "out of memory");
+        return;
+    }
+    r->ship_build = sc;
+    ship_build(r);
+}
+
+void shipper_close(struct repl *r)
+{
+    if (r->ship_ev)
+        event_free(r->ship_ev);
+    r->ship_ev = NULL;
+    if (r->ship_build)
+        ship_free(r->ship_build);
+    r->ship_build = NULL;
 }

@@ -61,6 +61,7 @@ struct upstream_pool {
     struct uc_list idle;
     struct uc_list busy;
     uint32_t n_idle;
+    size_t read_max;       /* bytes per recv, so one callback's work stays bounded */
 };
 
 static const llhttp_settings_t response_settings;
@@ -75,6 +76,11 @@ static void ex_fail(struct upstream_exchange *ex, enum stats_upstream_error kind
 const char *upstream_pool_name(const struct upstream_pool *pool)
 {
     return pool->name;
+}
+
+void upstream_pool_set_read_max(struct upstream_pool *pool, size_t bytes)
+{
+    pool->read_max = bytes;
 }
 
 int upstream_pool_new(struct node *node, const char *url, const char *host, uint16_t port,
@@ -96,6 +102,7 @@ int upstream_pool_new(struct node *node, const char *url, const char *host, uint
     p->addr_len = res->ai_addrlen;
     freeaddrinfo(res);
     p->node = node;
+    p->read_max = UPSTREAM_READ_MAX;
     TAILQ_INIT(&p->idle);
     TAILQ_INIT(&p->busy);
     *out = p;
@@ -182,7 +189,7 @@ static void uc_write_cb(struct bufferevent *bev, void *arg)
 static void uc_sock_read(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream_conn *c = arg;
-    long n = sockio_read(c->bev, 65536);
+    long n = sockio_read(c->bev, c->pool->read_max);
     if (n == SOCKIO_AGAIN)
         return;
     if (n <= 0)

@@ -44,6 +44,12 @@ void upstream_pool_free(struct upstream_pool *pool);
 /* Whether no exchange is in flight on `pool` (idle connections aside). */
 bool upstream_pool_unused(const struct upstream_pool *pool);
 const char *upstream_pool_name(const struct upstream_pool *pool);
+/* Bytes taken from a connection's socket per read callback (default
+ * UPSTREAM_READ_MAX). Everything a callback does with what it read runs
+ * before the loop serves anything else, so a long stream of small records
+ * (the confirmed log) is read in smaller pieces than a backend's answer. */
+#define UPSTREAM_READ_MAX 65536
+void upstream_pool_set_read_max(struct upstream_pool *pool, size_t bytes);
 
 /* Sends `req` (a complete HTTP/1.1 request, head and body; taken over by the
  * exchange) and reports through `h`. Returns NULL only when memory runs out. */

@@ -3,12 +3,20 @@
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Completions told per loop callback. */
+#define COMMITTER_DELIVER_SLICE 32
+/* A batch of jobs that need no fsync waits up to GATHER_WAIT_NS for a
+ * durable one when a durable batch was done less than GATHER_RECENT_NS ago. */
+#define GATHER_WAIT_NS 1000000L
+#define GATHER_RECENT_NS 5000000u
 
 struct job {
     struct job *next;
@@ -31,13 +39,23 @@ struct committer {
     pthread_cond_t cv;
     struct job_queue queued;    /* loop → thread */
     struct job_queue finished;  /* thread → loop */
+    struct job_queue delivering; /* taken by the loop, not yet told (loop only) */
     bool stopping;
     int wake_fd;                /* eventfd: completions are waiting */
     struct event *wake_ev;
-    atomic_ulong batches, jobs, syncs, sync_ns;
+    atomic_ulong batches, jobs, syncs, sync_ns, gathers, gather_ns;
+    size_t queued_durable;      /* durable jobs among `queued` */
+    uint64_t last_durable_ns;   /* when the last durable batch was done (thread only) */
     atomic_int failed;          /* the last batch failed to commit */
     char last_error[256];       /* under mu */
 };
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
 static void queue_push(struct job_queue *q, struct job *j)
 {
@@ -121,6 +139,14 @@ static void batch_apply(struct committer *c, struct job *batch)
     atomic_fetch_add(&c->batches, 1);
 }
 
+static void wake(struct committer *c)
+{
+    uint64_t one = 1;
+    if (write(c->wake_fd, &one, sizeof one) < 0) {
+        /* The counter cannot overflow in practice; the loop drains anyway. */
+    }
+}
+
 static void *committer_main(void *arg)
 {
     struct committer *c = arg;
@@ -128,47 +154,83 @@ static void *committer_main(void *arg)
     for (;;) {
         while (!c->queued.head && !c->stopping)
             pthread_cond_wait(&c->cv, &c->mu);
+        /* Only jobs that need no fsync, while durable ones keep coming: wait a
+         * little for the next durable one, so both share a transaction. */
+        if (!c->queued_durable && !c->stopping && mono_ns() - c->last_durable_ns < GATHER_RECENT_NS) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += GATHER_WAIT_NS;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            uint64_t t0 = mono_ns();
+            while (!c->queued_durable && !c->stopping &&
+                   pthread_cond_timedwait(&c->cv, &c->mu, &until) == 0) {
+            }
+            atomic_fetch_add(&c->gathers, 1);
+            atomic_fetch_add(&c->gather_ns, (unsigned long)(mono_ns() - t0));
+        }
+        bool durable = c->queued_durable > 0;
+        c->queued_durable = 0;
         struct job *batch = queue_take_all(&c->queued);
         if (!batch && c->stopping)
             break;
         pthread_mutex_unlock(&c->mu);
         batch_apply(c, batch);
         pthread_mutex_lock(&c->mu);
+        if (durable)
+            c->last_durable_ns = mono_ns();
         while (batch) {
             struct job *next = batch->next;
             queue_push(&c->finished, batch);
             batch = next;
         }
-        uint64_t one = 1;
-        if (write(c->wake_fd, &one, sizeof one) < 0) {
-            /* The counter cannot overflow in practice; the loop drains anyway. */
-        }
+        wake(c);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
-static void committer_deliver(struct committer *c)
+/* Tells the callers of up to `max` finished jobs, in the order they were
+ * submitted. Returns whether more are waiting. */
+static bool committer_deliver(struct committer *c, size_t max)
 {
     pthread_mutex_lock(&c->mu);
-    struct job *done = queue_take_all(&c->finished);
+    struct job *more = queue_take_all(&c->finished);
     pthread_mutex_unlock(&c->mu);
-    while (done) {
-        struct job *next = done->next;
+    if (more) {
+        if (c->delivering.tail)
+            c->delivering.tail->next = more;
+        else
+            c->delivering.head = more;
+        while (more->next)
+            more = more->next;
+        c->delivering.tail = more;
+    }
+    for (size_t i = 0; i < max && c->delivering.head; i++) {
+        struct job *done = c->delivering.head;
+        c->delivering.head = done->next;
+        if (!c->delivering.head)
+            c->delivering.tail = NULL;
         if (done->done)
             done->done(done->arg, done->rc, done->reason);
         free(done);
-        done = next;
     }
+    return c->delivering.head != NULL;
 }
 
+/* A batch's completions are told a slice at a time: what is left waits for
+ * the next loop iteration (the eventfd is made readable again), so that a
+ * batch of hundreds of jobs does not hold up the loop's other callbacks. */
 static void committer_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
     uint64_t n;
     if (read(fd, &n, sizeof n) < 0) {
         /* EAGAIN: another wake already consumed the count. */
     }
-    committer_deliver(arg);
+    if (committer_deliver(arg, COMMITTER_DELIVER_SLICE))
+        wake(arg);
 }
 
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
@@ -179,7 +241,11 @@ int committer_open(struct event_base *base, MDB_env *env, struct committer **out
         return err_set(err, "out of memory");
     c->env = env;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
     c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->wake_fd < 0)
         goto fail;
@@ -213,6 +279,7 @@ int committer_submit(struct committer *c, committer_apply_fn apply, committer_do
     j->durable = durable;
     pthread_mutex_lock(&c->mu);
     queue_push(&c->queued, j);
+    c->queued_durable += durable;
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
     return 0;
@@ -227,7 +294,7 @@ void committer_close(struct committer *c)
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
-    committer_deliver(c);
+    committer_deliver(c, SIZE_MAX);
     event_free(c->wake_ev);
     close(c->wake_fd);
     pthread_mutex_destroy(&c->mu);
@@ -241,7 +308,9 @@ void committer_stats(const struct committer *c, struct committer_stats *out)
     *out = (struct committer_stats){ .batches = atomic_load(&m->batches),
                                      .jobs = atomic_load(&m->jobs),
                                      .syncs = atomic_load(&m->syncs),
-                                     .sync_seconds = atomic_load(&m->sync_ns) / 1e9 };
+                                     .sync_seconds = atomic_load(&m->sync_ns) / 1e9,
+                                     .gathers = atomic_load(&m->gathers),
+                                     .gather_seconds = atomic_load(&m->gather_ns) / 1e9 };
 }
 
 int committer_check(const struct committer *c, struct err *err)

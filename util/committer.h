@@ -27,7 +27,10 @@ typedef void (*committer_done_fn)(void *arg, int rc, const char *reason);
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
                    struct err *err) MUST_CHECK;
 
-/* Queues a job. `durable`: its batch is fsynced before `done` runs. */
+/* Queues a job. `durable`: its batch is fsynced before `done` runs.
+ * Jobs that are not durable, queued while durable ones keep coming (one
+ * was committed in the last 5 ms), wait up to 1 ms for the next durable one
+ * and share its transaction: one commit instead of two. */
 int committer_submit(struct committer *c, committer_apply_fn apply, committer_done_fn done,
                      void *arg, bool durable) MUST_CHECK;
 
@@ -40,6 +43,8 @@ struct committer_stats {
     unsigned long jobs;         /* jobs run in them */
     unsigned long syncs;        /* fsyncs (batches holding a durable job) */
     double sync_seconds;        /* time spent in those fsyncs */
+    unsigned long gathers;      /* batches needing no fsync held for a durable job */
+    double gather_seconds;      /* time they were held */
 };
 
 /* Counters so far, readable from any thread (for metrics). */
