@@ -11,6 +11,7 @@
  *   DELETE conflicts/CONTAINER/ID   a satellite's client removes a conflict
  *                        from the feed: the hub decides it (conflicts.c)
  * Only the hub decides; a satellite answers `ship` with 409 naming the hub. */
+#include <event2/event.h>
 #include <jansson.h>
 #include <llhttp.h>
 #include <stdio.h>
@@ -26,7 +27,10 @@
 #include "repl.h"
 #include "route.h"
 
-#define PEER_PUMP_MAX 512
+/* Confirmed-log entries written to one follower's stream per loop
+ * iteration; the rest go in the next ones, so a burst of decisions does
+ * not hold up this region's clients. */
+#define PEER_PUMP_SLICE 128
 #define CONFLICTS_PREFIX "/_meridian/v1/conflicts/"
 
 struct peer_stream {
@@ -244,32 +248,53 @@ static int pump_one(void *arg, uint64_t crts, const char *json, size_t len)
     return s->blocked;
 }
 
-static void stream_pump(struct peer_stream *s)
+static void pump_later_cb(evutil_socket_t fd, short what, void *arg)
+{
+    peer_streams_pump(arg);
+}
+
+/* The streams' next slices, in the next loop iteration. */
+static void peer_pump_later(struct repl *r)
+{
+    static const struct timeval now = { 0, 0 };
+    if (!r->pump_ev && !(r->pump_ev = evtimer_new(r->node->base, pump_later_cb, r)))
+        return; /* out of memory: the next decision or heartbeat pumps again */
+    evtimer_add(r->pump_ev, &now);
+}
+
+/* Writes up to PEER_PUMP_SLICE entries; returns whether more are waiting
+ * (and the stream could take them). */
+static bool stream_pump(struct peer_stream *s)
 {
     struct journal *j = s->r->j;
-    while (!s->blocked && s->snap_next < s->snap_n) {
+    size_t budget = PEER_PUMP_SLICE;
+    uint64_t before = s->sent_crts;
+    size_t snap_before = s->snap_next;
+    while (!s->blocked && s->snap_next < s->snap_n && budget) {
         uint64_t crts = s->snap[s->snap_next++];
         journal_scan_clog(j, crts - 1, crts, 1, pump_one, s);
+        budget--;
     }
     if (s->snap && s->snap_next == s->snap_n) {
         free(s->snap);
         s->snap = NULL;
         s->sent_crts = s->snap_upto;
     }
-    while (!s->blocked && !s->snap && s->sent_crts < j->stored_crts) {
-        uint64_t before = s->sent_crts;
-        journal_scan_clog(j, s->sent_crts, j->stored_crts, PEER_PUMP_MAX, pump_one, s);
-        if (s->sent_crts == before)
-            break;
-    }
+    if (!s->blocked && !s->snap && s->sent_crts < j->stored_crts && budget)
+        journal_scan_clog(j, s->sent_crts, j->stored_crts, budget, pump_one, s);
     downstream_backend(s->c)->paused = s->blocked;
+    bool progress = s->sent_crts != before || s->snap_next != snap_before;
+    return progress && !s->blocked && (s->snap || s->sent_crts < j->stored_crts);
 }
 
 void peer_streams_pump(struct repl *r)
 {
     struct peer_stream *s;
+    bool more = false;
     TAILQ_FOREACH(s, &r->streams, link)
-        stream_pump(s);
+        more |= stream_pump(s);
+    if (more)
+        peer_pump_later(r);
 }
 
 static void stream_heartbeat(struct peer_stream *s)
@@ -297,7 +322,8 @@ struct downstream *peer_stream_client(struct peer_stream *s)
 void peer_stream_writable(struct peer_stream *s)
 {
     s->blocked = false;
-    stream_pump(s);
+    if (stream_pump(s))
+        peer_pump_later(s->r);
 }
 
 void peer_stream_cancel(struct peer_stream *s)
@@ -381,7 +407,8 @@ static void peer_log(struct repl *r, struct downstream *c, uint64_t since, bool 
                  (unsigned long long)since);
     }
     stream_heartbeat(s); /* a follower learns the log's head at once */
-    stream_pump(s);
+    if (stream_pump(s))
+        peer_pump_later(s->r);
 }
 
 /* --- status and dispatch ----------------------------------------------------- */

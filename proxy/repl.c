@@ -1,6 +1,7 @@
 #include "repl.h"
 
 #include <arpa/inet.h>
+#include <event2/event.h>
 #include <jansson.h>
 #include <sys/stat.h>
 #include <stdio.h>
@@ -589,6 +590,8 @@ void repl_close(struct repl *r)
      * embedded store they ran in embedded_stop: the committer is its). */
     journal_close(r->j);
     shipper_close(r);
+    if (r->pump_ev)
+        event_free(r->pump_ev);
     applier_close(r);
     writewait_close(r);
     keylock_free(r->locks);

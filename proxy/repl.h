@@ -125,6 +125,7 @@ struct repl {
     bool ship_inflight;
     struct ship_collect *ship_build; /* the batch being framed, a slice per loop iteration */
     struct event *ship_ev;         /* frames its next slice */
+    struct event *pump_ev;         /* writes the log streams' next slices (peer.c) */
     uint32_t ship_gen;             /* answers of an earlier hub's generation are ignored */
     uint64_t ship_after;           /* the hub decided everything up to here */
     uint64_t ship_retry_ms, ship_backoff_ms;
