@@ -220,8 +220,9 @@ static bool ship_decode(struct ship_req *s)
 }
 
 /* The next slice of a shipped batch; once every frame is decoded, the
- * batch goes to the committer to be decided. A batch whose satellite went
- * away, or that arrives while this node stops, is dropped undecided. */
+ * batch goes to the committer to be decided. A batch whose request was
+ * cancelled, or that is decoded while this node stops, is dropped
+ * undecided: its satellite ships it again. */
 static void ship_step(struct ship_req *s)
 {
     struct repl *r = s->r;

@@ -209,3 +209,38 @@ def test_hub_rejects_the_first_bad_frame_alone(make_cluster):
     r = h.request(hub.peer_port, "POST", "/_meridian/v1/ship", body=b'{"origin":2,"writes":[',
                   headers={"Content-Type": "application/json"})
     assert r.status == 400, r
+
+
+def test_hub_decodes_a_big_batch_in_slices(make_cluster):
+    """The hub decodes a shipped batch 128 frames per loop iteration: all
+    1000 frames of a full batch are decided, and a bad frame in a later
+    slice is still rejected alone, after the frames before it."""
+    cluster = make_cluster("embedded")
+    hub, west = cluster.hub, cluster.regions[1]
+    wid = west.id
+    tag = uuid.uuid4().hex[:8]
+    base = 50000
+
+    def frame(lsn, doc=None):
+        doc = doc or '{"id":"%s-%d","tenantId":"t","version":%d}' % (tag, lsn, lsn)
+        return ('{"origin":%d,"lsn":%d,"hlc":%d,"base":null,"delete":false,'
+                '"container":"orders","id":"%s-%d","doc":%s}'
+                % (wid, lsn, (int(time.time() * 1000) << 16), tag, lsn, doc))
+
+    def ship(first, n, bad_at=None):
+        frames = [frame(first + i, "[1]" if i == bad_at else None) for i in range(n)]
+        body = ('{"origin":%d,"hlc":1,"writes":[%s]}' % (wid, ",".join(frames))).encode()
+        r = h.request(hub.peer_port, "POST", "/_meridian/v1/ship", body=body,
+                      headers={"Content-Type": "application/json"})
+        assert r.status == 200, r
+        return r.json()
+
+    ans = ship(base + 1, 1000)
+    assert ans["decided_upto"] == base + 1000 and ans["rejected"] == [], ans
+    ans = ship(base + 1001, 300, bad_at=200)
+    assert [x["frame"] for x in ans["rejected"]] == [200], ans
+    assert ans["decided_upto"] == base + 1200 and ans["decided"] == 200, ans
+    cluster.wait_applied()
+    for r in cluster.regions:
+        ids = {c["id"] for c in r.all_changes()[0] if c["id"].startswith(tag)}
+        assert ids == {"%s-%d" % (tag, base + i) for i in range(1, 1201)}, (r.name, len(ids))
