@@ -59,6 +59,15 @@ void node_flush_later(struct node *n, struct downstream *c)
     event_active(n->ev_reap, EV_TIMEOUT, 0);
 }
 
+int node_soon(struct node *n, struct event **ev, void (*cb)(evutil_socket_t, short, void *),
+              void *arg)
+{
+    static const struct timeval now = { 0, 0 };
+    if (!*ev && !(*ev = evtimer_new(n->base, cb, arg)))
+        return -1;
+    return evtimer_add(*ev, &now);
+}
+
 void node_defer_free(struct node *n, void (*fn)(void *), void *p)
 {
     if (n->n_reap == n->cap_reap) {

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <event2/util.h>
 #include <sys/queue.h>
 
 #include "../config/conf.h"
@@ -80,6 +81,12 @@ void node_defer_free(struct node *n, void (*fn)(void *), void *p);
 
 /* Queues `c`'s output to be written at the end of the loop iteration. */
 void node_flush_later(struct node *n, struct downstream *c);
+/* Runs cb(arg) in the next loop iteration, after the callbacks of the I/O
+ * that is ready by then: how work too big for one callback goes on in
+ * slices. `*ev` is the caller's timer, made here the first time (freed by
+ * the caller with event_free). Returns -1 when it cannot be made. */
+int node_soon(struct node *n, struct event **ev, void (*cb)(evutil_socket_t, short, void *),
+              void *arg);
 
 /* Starts draining: stop accepting, let in-flight requests finish, then exit 0. */
 void node_drain(struct node *n);

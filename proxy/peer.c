@@ -77,6 +77,7 @@ void peer_ship_detach(struct ship_req *s)
 }
 
 static void ship_req_free(struct ship_req *s);
+static void ship_step(struct ship_req *s);
 
 static void ship_decided(void *arg, struct confirm_batch *b, int rc, const char *reason)
 {
@@ -219,6 +220,16 @@ static bool ship_decode(struct ship_req *s)
     return s->next < n;
 }
 
+static void ship_decode_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct repl *r = arg;
+    struct ship_req *s, *next;
+    for (s = TAILQ_FIRST(&r->ship_decoding); s; s = next) {
+        next = TAILQ_NEXT(s, link);
+        ship_step(s);
+    }
+}
+
 /* The next slice of a shipped batch; once every frame is decoded, the
  * batch goes to the committer to be decided. A batch whose request was
  * cancelled, or that is decoded while this node stops, is dropped
@@ -233,8 +244,7 @@ static void ship_step(struct ship_req *s)
         return;
     }
     if (ship_decode(s)) {
-        static const struct timeval now = { 0, 0 };
-        if (evtimer_add(r->decode_ev, &now) == 0)
+        if (node_soon(r->node, &r->decode_ev, ship_decode_cb, r) == 0)
             return;
         while (ship_decode(s)) { /* no timer: the rest now */
         }
@@ -254,15 +264,6 @@ static void ship_step(struct ship_req *s)
     }
 }
 
-static void ship_decode_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct repl *r = arg;
-    struct ship_req *s, *next;
-    for (s = TAILQ_FIRST(&r->ship_decoding); s; s = next) {
-        next = TAILQ_NEXT(s, link);
-        ship_step(s);
-    }
-}
 
 void peer_ship_close(struct repl *r)
 {
@@ -282,9 +283,7 @@ static void peer_ship(struct repl *r, struct downstream *c)
     const struct ds_request *req = downstream_request(c);
     struct ship_req *s = calloc(1, sizeof *s);
     char *body = s ? malloc(req->body.len + 1) : NULL;
-    if (!r->decode_ev)
-        r->decode_ev = evtimer_new(r->node->base, ship_decode_cb, r);
-    if (!body || !r->decode_ev) {
+    if (!body) {
         free(s);
         free(body);
         downstream_reply_error(c, 500, "internal", "out of memory");
@@ -340,13 +339,11 @@ static void pump_later_cb(evutil_socket_t fd, short what, void *arg)
     peer_streams_pump(arg);
 }
 
-/* The streams' next slices, in the next loop iteration. */
+/* The streams' next slices, in the next loop iteration (without a timer:
+ * with the next decision, or the next heartbeat). */
 static void peer_pump_later(struct repl *r)
 {
-    static const struct timeval now = { 0, 0 };
-    if (!r->pump_ev && !(r->pump_ev = evtimer_new(r->node->base, pump_later_cb, r)))
-        return; /* out of memory: the next decision or heartbeat pumps again */
-    evtimer_add(r->pump_ev, &now);
+    node_soon(r->node, &r->pump_ev, pump_later_cb, r);
 }
 
 /* Writes up to PEER_PUMP_SLICE entries; returns whether more are waiting

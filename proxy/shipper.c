@@ -156,6 +156,8 @@ static bool ship_blocked(struct repl *r)
            (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms);
 }
 
+static void ship_build_cb(evutil_socket_t fd, short what, void *arg);
+
 /* Frames the next slice of the batch being built; sends the batch once it
  * is full or the committed writes run out, else comes back in the next
  * loop iteration. A batch begun for an earlier hub is dropped. */
@@ -171,11 +173,9 @@ static void ship_build(struct repl *r)
     size_t want = SHIP_BATCH_MAX - sc->n < SHIP_SLICE ? SHIP_BATCH_MAX - sc->n : SHIP_SLICE;
     size_t before = sc->n;
     journal_scan_writes(r->j, sc->last_lsn, want, ship_collect_one, sc);
-    if (!sc->failed && !sc->stopped && sc->n - before == want && sc->n < SHIP_BATCH_MAX) {
-        static const struct timeval now = { 0, 0 };
-        if (evtimer_add(r->ship_ev, &now) == 0)
-            return;
-    }
+    if (!sc->failed && !sc->stopped && sc->n - before == want && sc->n < SHIP_BATCH_MAX &&
+        node_soon(r->node, &r->ship_ev, ship_build_cb, r) == 0)
+        return;
     r->ship_build = NULL;
     ship_send(r, sc);
 }
@@ -189,10 +189,6 @@ void shipper_kick(struct repl *r)
 {
     if (r->ship_build || ship_blocked(r))
         return;
-    if (!r->ship_ev && !(r->ship_ev = evtimer_new(r->node->base, ship_build_cb, r))) {
-        ship_backoff(r, "out of memory");
-        return;
-    }
     struct ship_collect *sc = calloc(1, sizeof *sc);
     if (!sc) {
         ship_backoff(r, "out of memory");
