@@ -46,28 +46,9 @@ struct peer_stream {
 
 /* --- ship ------------------------------------------------------------------- */
 
-/* Frames decoded per loop iteration: a batch of a thousand writes is
- * decoded over several, with this region's clients served in between. */
-#define SHIP_DECODE_SLICE 128
-
-struct ship_body {
-    json_t *root;
-    const json_t *writes;        /* the tree's frames, when not scanned */
-    const char **at, **end;      /* the scanned frames */
-    size_t n;
-};
-
 struct ship_req {
-    TAILQ_ENTRY(ship_req) link;  /* in r->ship_decoding until the batch goes to the committer */
-    struct repl *r;
     struct downstream *c;
     json_t *rejected;
-    char *body;                  /* a copy of the request's body: the frames are spans of it */
-    struct ship_body sb;
-    struct confirm_batch *b;
-    size_t next;                 /* the next frame to decode */
-    uint64_t last;               /* the LSN of the frame before it */
-    bool decoding;
 };
 
 void peer_ship_detach(struct ship_req *s)
@@ -76,29 +57,35 @@ void peer_ship_detach(struct ship_req *s)
         s->c = NULL;
 }
 
-static void ship_req_free(struct ship_req *s);
-static void ship_step(struct ship_req *s);
-
 static void ship_decided(void *arg, struct confirm_batch *b, int rc, const char *reason)
 {
     struct ship_req *s = arg;
     if (s->c && downstream_backend(s->c)->ship == s)
         downstream_backend(s->c)->ship = NULL;
-    if (s->c && rc < 0) {
+    if (!s->c)
+        json_decref(s->rejected);
+    else if (rc < 0)
         downstream_reply_error(s->c, 500, "journal_failed", reason);
-    } else if (s->c) {
+    else
         repl_reply_json(s->c, 200, json_pack("{s:I,s:I,s:o}", "decided_upto", (json_int_t)b->decided_upto,
                                        "decided", (json_int_t)b->n_decided, "rejected",
                                        s->rejected));
-        s->rejected = NULL; /* the answer took it */
-    }
+    if (s->c && rc < 0)
+        json_decref(s->rejected);
     confirm_batch_free(b);
-    ship_req_free(s);
+    free(s);
 }
 
 /* A ship body: the frames as text spans when the body is plain enough to
  * scan (then Jansson parses only the body around them, and each frame's
  * document is checked, not parsed: repl_write_parse), else the whole tree. */
+struct ship_body {
+    json_t *root;
+    const json_t *writes;        /* the tree's frames, when not scanned */
+    const char **at, **end;      /* the scanned frames */
+    size_t n;
+};
+
 static void ship_body_free(struct ship_body *sb)
 {
     json_decref(sb->root);
@@ -172,33 +159,21 @@ static int ship_frame(const struct ship_body *sb, size_t i, struct repl_write *w
     return repl_write_from_json(json_array_get(sb->writes, i), w, e);
 }
 
-static void ship_req_free(struct ship_req *s)
+/* Decodes frames until the first bad one, which is rejected alone: the ones
+ * after it wait, since an origin's writes are decided in LSN order. */
+static size_t ship_frames(struct repl *r, const struct ship_body *sb, uint32_t origin,
+                          struct confirm_batch *b, json_t *rejected)
 {
-    if (s->decoding)
-        TAILQ_REMOVE(&s->r->ship_decoding, s, link);
-    ship_body_free(&s->sb);
-    free(s->body);
-    json_decref(s->rejected);
-    confirm_batch_free(s->b);
-    free(s);
-}
-
-/* Decodes up to SHIP_DECODE_SLICE frames. Decoding stops at the first bad
- * frame, which is rejected alone: the ones after it wait, since an origin's
- * writes are decided in LSN order. Returns whether frames are left. */
-static bool ship_decode(struct ship_req *s)
-{
-    struct repl *r = s->r;
-    struct confirm_batch *b = s->b;
-    size_t n = s->sb.n, stop = s->next + SHIP_DECODE_SLICE < n ? s->next + SHIP_DECODE_SLICE : n;
-    for (; s->next < stop; s->next++) {
+    size_t i, n = sb->n;
+    uint64_t last = 0;
+    for (i = 0; i < n; i++) {
         struct err e;
         struct repl_write *w = &b->ws[b->n];
-        if (ship_frame(&s->sb, s->next, w, &e) < 0)
+        if (ship_frame(sb, i, w, &e) < 0)
             goto reject;
-        if (w->origin != b->origin || w->lsn <= s->last) {
+        if (w->origin != origin || w->lsn <= last) {
             repl_write_clear(w);
-            snprintf(e.msg, sizeof e.msg, "frame is not origin %u's next write in LSN order", b->origin);
+            snprintf(e.msg, sizeof e.msg, "frame is not origin %u's next write in LSN order", origin);
             goto reject;
         }
         if (hlc_update(&r->hlc, w->hlc, hlc_wall_ms(), &e) < 0) {
@@ -206,95 +181,25 @@ static bool ship_decode(struct ship_req *s)
             repl_write_clear(w);
             goto reject;
         }
-        s->last = w->lsn;
+        last = w->lsn;
         b->n++;
         continue;
     reject:
         r->stats.frames_rejected++;
-        log_warn("ship from region %u: frame %zu rejected: %s", b->origin, s->next, e.msg);
-        json_array_append_new(s->rejected, json_pack("{s:I,s:s}", "frame", (json_int_t)s->next,
-                                                     "reason", e.msg));
-        s->next = n;
-        return false;
+        log_warn("ship from region %u: frame %zu rejected: %s", origin, i, e.msg);
+        json_array_append_new(rejected, json_pack("{s:I,s:s}", "frame", (json_int_t)i, "reason", e.msg));
+        break;
     }
-    return s->next < n;
-}
-
-static void ship_decode_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct repl *r = arg;
-    struct ship_req *s, *next;
-    for (s = TAILQ_FIRST(&r->ship_decoding); s; s = next) {
-        next = TAILQ_NEXT(s, link);
-        ship_step(s);
-    }
-}
-
-/* The next slice of a shipped batch; once every frame is decoded, the
- * batch goes to the committer to be decided. A batch whose request was
- * cancelled, or that is decoded while this node stops, is dropped
- * undecided: its satellite ships it again. */
-static void ship_step(struct ship_req *s)
-{
-    struct repl *r = s->r;
-    if (!s->c || r->closing) {
-        if (s->c)
-            downstream_backend(s->c)->ship = NULL;
-        ship_req_free(s);
-        return;
-    }
-    if (ship_decode(s)) {
-        if (node_soon(r->node, &r->decode_ev, ship_decode_cb, r) == 0)
-            return;
-        while (ship_decode(s)) { /* no timer: the rest now */
-        }
-    }
-    TAILQ_REMOVE(&r->ship_decoding, s, link);
-    s->decoding = false;
-    ship_body_free(&s->sb);
-    free(s->body);
-    s->body = NULL;
-    struct confirm_batch *b = s->b;
-    s->b = NULL;
-    if (repl_decide(r, b, ship_decided, s) < 0) {
-        downstream_backend(s->c)->ship = NULL;
-        downstream_reply_error(s->c, 500, "internal", "out of memory");
-        confirm_batch_free(b);
-        ship_req_free(s);
-    }
-}
-
-
-void peer_ship_close(struct repl *r)
-{
-    while (!TAILQ_EMPTY(&r->ship_decoding)) {
-        struct ship_req *s = TAILQ_FIRST(&r->ship_decoding);
-        if (s->c)
-            downstream_backend(s->c)->ship = NULL;
-        ship_req_free(s);
-    }
-    if (r->decode_ev)
-        event_free(r->decode_ev);
-    r->decode_ev = NULL;
+    return i;
 }
 
 static void peer_ship(struct repl *r, struct downstream *c)
 {
     const struct ds_request *req = downstream_request(c);
-    struct ship_req *s = calloc(1, sizeof *s);
-    char *body = s ? malloc(req->body.len + 1) : NULL;
-    if (!body) {
-        free(s);
-        free(body);
-        downstream_reply_error(c, 500, "internal", "out of memory");
-        return;
-    }
-    memcpy(body, req->body.p ? req->body.p : "", req->body.len);
-    body[req->body.len] = '\0';
-    *s = (struct ship_req){ .r = r, .c = c, .body = body };
     json_error_t je;
-    int prc = ship_body_parse(body, req->body.len, &s->sb, &je);
-    json_t *root = s->sb.root;
+    struct ship_body sb;
+    int prc = ship_body_parse(req->body.p ? req->body.p : "", req->body.len, &sb, &je);
+    json_t *root = sb.root;
     json_int_t origin = json_integer_value(json_object_get(root, "origin"));
     char why[300];
     /* Any region but the hub itself ships: one just removed from the file
@@ -303,24 +208,33 @@ static void peer_ship(struct repl *r, struct downstream *c)
         origin > UINT32_MAX || (uint32_t)origin == r->self->id) {
         snprintf(why, sizeof why, "ship body must be {\"origin\": SATELLITE_ID, \"writes\": [...]}%s%s",
                  root ? "" : ": ", root ? "" : je.text);
-        ship_req_free(s);
+        ship_body_free(&sb);
         downstream_reply_error(c, 400, "bad_request", why);
         return;
     }
-    s->b = calloc(1, sizeof *s->b);
-    s->rejected = json_array();
-    if (s->b)
-        s->b->ws = calloc(s->sb.n + 1, sizeof *s->b->ws);
-    if (!s->b || !s->b->ws || !s->rejected) {
-        ship_req_free(s);
+    struct confirm_batch *b = calloc(1, sizeof *b);
+    struct ship_req *s = calloc(1, sizeof *s);
+    if (b)
+        b->ws = calloc(sb.n + 1, sizeof *b->ws);
+    if (!b || !s || !b->ws) {
+        confirm_batch_free(b);
+        free(s);
+        ship_body_free(&sb);
         downstream_reply_error(c, 500, "internal", "out of memory");
         return;
     }
-    s->b->origin = (uint32_t)origin;
+    b->origin = (uint32_t)origin;
+    *s = (struct ship_req){ c, json_array() };
+    ship_frames(r, &sb, b->origin, b, s->rejected);
+    ship_body_free(&sb);
     downstream_backend(c)->ship = s;
-    TAILQ_INSERT_TAIL(&r->ship_decoding, s, link);
-    s->decoding = true;
-    ship_step(s);
+    if (repl_decide(r, b, ship_decided, s) < 0) {
+        downstream_backend(c)->ship = NULL;
+        json_decref(s->rejected);
+        confirm_batch_free(b);
+        free(s);
+        downstream_reply_error(c, 500, "internal", "out of memory");
+    }
 }
 
 /* --- the confirmed-log stream ---------------------------------------------------- */

@@ -512,7 +512,6 @@ int repl_init(struct node *n, struct err *err)
     r->is_hub = r->self == r->hub;
     r->topology = 1;
     TAILQ_INIT(&r->streams);
-    TAILQ_INIT(&r->ship_decoding);
     TAILQ_INIT(&r->read_waits);
     TAILQ_INIT(&r->write_waits);
     const char *ignore = getenv("MERIDIAN_DEBUG_IGNORE_SESSION_TOKENS");
@@ -591,7 +590,6 @@ void repl_close(struct repl *r)
      * embedded store they ran in embedded_stop: the committer is its). */
     journal_close(r->j);
     shipper_close(r);
-    peer_ship_close(r);
     if (r->pump_ev)
         event_free(r->pump_ev);
     applier_close(r);

@@ -126,8 +126,6 @@ struct repl {
     struct ship_collect *ship_build; /* the batch being framed, a slice per loop iteration */
     struct event *ship_ev;         /* frames its next slice */
     struct event *pump_ev;         /* writes the log streams' next slices (peer.c) */
-    TAILQ_HEAD(, ship_req) ship_decoding; /* hub: shipped batches being decoded (peer.c) */
-    struct event *decode_ev;       /* decodes their next slices */
     uint32_t ship_gen;             /* answers of an earlier hub's generation are ignored */
     uint64_t ship_after;           /* the hub decided everything up to here */
     uint64_t ship_retry_ms, ship_backoff_ms;
@@ -220,8 +218,6 @@ struct downstream *peer_stream_client(struct peer_stream *s);
 struct ship_req;
 /* The shipping satellite went away: the batch is still decided, unanswered. */
 void peer_ship_detach(struct ship_req *s);
-/* Drops the shipped batches still being decoded. */
-void peer_ship_close(struct repl *r);
 void peer_streams_pump(struct repl *r);
 void peer_streams_heartbeat(struct repl *r);
 
