@@ -211,10 +211,10 @@ def test_hub_rejects_the_first_bad_frame_alone(make_cluster):
     assert r.status == 400, r
 
 
-def test_hub_decodes_a_big_batch_in_slices(make_cluster):
-    """The hub decodes a shipped batch 128 frames per loop iteration: all
-    1000 frames of a full batch are decided, and a bad frame in a later
-    slice is still rejected alone, after the frames before it."""
+def test_hub_decides_a_full_batch_and_rejects_a_late_bad_frame_alone(make_cluster):
+    """All 1000 frames of a full shipped batch are decided, and a bad frame
+    deep in a batch (the 201st) is rejected alone, after the frames before
+    it."""
     cluster = make_cluster("embedded")
     hub, west = cluster.hub, cluster.regions[1]
     wid = west.id
