@@ -11,7 +11,6 @@
  *   DELETE conflicts/CONTAINER/ID   a satellite's client removes a conflict
  *                        from the feed: the hub decides it (conflicts.c)
  * Only the hub decides; a satellite answers `ship` with 409 naming the hub. */
-#include <event2/event.h>
 #include <jansson.h>
 #include <llhttp.h>
 #include <stdio.h>
@@ -260,9 +259,9 @@ static void peer_pump_later(struct repl *r)
     node_soon(r->node, &r->pump_ev, pump_later_cb, r);
 }
 
-/* Writes up to PEER_PUMP_SLICE entries; returns whether more are waiting
- * (and the stream could take them). */
-static bool stream_pump(struct peer_stream *s)
+/* Writes up to PEER_PUMP_SLICE entries; the rest, when the stream can take
+ * them, in the next loop iteration. */
+static void stream_pump(struct peer_stream *s)
 {
     struct journal *j = s->r->j;
     size_t budget = PEER_PUMP_SLICE;
@@ -282,17 +281,15 @@ static bool stream_pump(struct peer_stream *s)
         journal_scan_clog(j, s->sent_crts, j->stored_crts, budget, pump_one, s);
     downstream_backend(s->c)->paused = s->blocked;
     bool progress = s->sent_crts != before || s->snap_next != snap_before;
-    return progress && !s->blocked && (s->snap || s->sent_crts < j->stored_crts);
+    if (progress && !s->blocked && (s->snap || s->sent_crts < j->stored_crts))
+        peer_pump_later(s->r);
 }
 
 void peer_streams_pump(struct repl *r)
 {
     struct peer_stream *s;
-    bool more = false;
     TAILQ_FOREACH(s, &r->streams, link)
-        more |= stream_pump(s);
-    if (more)
-        peer_pump_later(r);
+        stream_pump(s);
 }
 
 static void stream_heartbeat(struct peer_stream *s)
@@ -320,8 +317,7 @@ struct downstream *peer_stream_client(struct peer_stream *s)
 void peer_stream_writable(struct peer_stream *s)
 {
     s->blocked = false;
-    if (stream_pump(s))
-        peer_pump_later(s->r);
+    stream_pump(s);
 }
 
 void peer_stream_cancel(struct peer_stream *s)
@@ -405,8 +401,7 @@ static void peer_log(struct repl *r, struct downstream *c, uint64_t since, bool 
                  (unsigned long long)since);
     }
     stream_heartbeat(s); /* a follower learns the log's head at once */
-    if (stream_pump(s))
-        peer_pump_later(s->r);
+    stream_pump(s);
 }
 
 /* --- status and dispatch ----------------------------------------------------- */
