@@ -332,6 +332,7 @@ static void commit_done(void *arg, int rc, const char *reason)
             applier_take_decided(r, cj->b);
             repl_log_grew(r, cj->b->last_crts);
         } else {
+            shipper_keep(r, &cj->w);
             shipper_kick(r);
         }
     }
@@ -717,6 +718,8 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_counter(out, "meridian_writes_unknown_total", "Container writes whose backend answer was lost (resolved by read-back).", st->writes_unknown, region) < 0 ||
         render_counter(out, "meridian_writes_forged_total", "Writes refused because the client set Meridian's metadata field.", st->forged, region) < 0 ||
         render_counter(out, "meridian_ship_batches_total", "Batches shipped to the hub.", st->ship_batches, region) < 0 ||
+        render_counter(out, "meridian_ship_writes_total", "Writes shipped to the hub (a write sent again after a failed batch counts again).", st->ship_writes, region) < 0 ||
+        render_counter(out, "meridian_ship_kept_writes_total", "Of those, writes shipped from memory (framed when committed) instead of read back from the journal.", st->ship_kept, region) < 0 ||
         render_counter(out, "meridian_ship_errors_total", "Failed shipments to the hub.", st->ship_errors, region) < 0 ||
         render_counter(out, "meridian_frames_rejected_total", "Shipped frames the hub rejected.", st->frames_rejected, region) < 0 ||
         render_counter(out, "meridian_clock_refusals_total", "Peer clocks refused for drifting too far ahead.", st->clock_refusals, region) < 0 ||

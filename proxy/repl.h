@@ -34,6 +34,7 @@ struct peer_stream;
 struct write_op;
 struct read_route;
 struct ship_collect;
+struct ship_kept;
 struct event;
 struct write_wait;
 struct failover;
@@ -70,6 +71,7 @@ struct repl_stats {
     uint64_t writes_throttled;                  /* 429: staleness bound */
     uint64_t write_waits, write_wait_timeouts;  /* X-Meridian-Wait */
     uint64_t ship_batches, ship_errors, ship_writes;
+    uint64_t ship_kept;                         /* writes shipped from memory (shipper_keep) */
     uint64_t frames_rejected;
     uint64_t applied, apply_backend_writes, apply_errors;
     uint64_t apply_log_reads;     /* entries the applier read back from the log */
@@ -124,6 +126,7 @@ struct repl {
     /* shipper */
     bool ship_inflight;
     struct ship_collect *ship_build; /* the batch being framed, a slice per loop iteration */
+    struct ship_kept *ship_kept;   /* frames of the latest committed writes (shipper.c) */
     struct event *ship_ev;         /* frames its next slice */
     struct event *pump_ev;         /* writes the log streams' next slices (peer.c) */
     uint32_t ship_gen;             /* answers of an earlier hub's generation are ignored */
@@ -223,6 +226,8 @@ void peer_streams_heartbeat(struct repl *r);
 
 /* shipper.c / follower.c / applier.c */
 void shipper_kick(struct repl *r);
+/* Keeps the frame of a write just committed, for the next batch. */
+void shipper_keep(struct repl *r, const struct repl_write *w);
 void shipper_close(struct repl *r);
 void follower_kick(struct repl *r);
 void follower_stop(struct repl *r);

@@ -24,6 +24,25 @@
  * several loop iterations, so this region's clients are served in between. */
 #define SHIP_SLICE 128
 
+/* Frames of the latest committed writes kept in memory: about two batches. */
+#define SHIP_KEPT_MAX (2 * SHIP_BATCH_MAX)
+#define SHIP_KEPT_BYTES (2 * SHIP_BATCH_BYTES)
+
+/* This region's latest committed writes, framed when they were committed,
+ * so that the shipper need not read them back from the journal (and the
+ * documents from the store): LSNs first_lsn .. first_lsn + n - 1, all
+ * committed, without a gap. The journal stays the truth: whatever is not
+ * here (after a restart, a gap, an aborted LSN, more than fits) is read
+ * from it as before. */
+struct ship_kept {
+    struct sbuf text;  /* the frames, joined by ',' */
+    size_t *ends;      /* ends[i]: where frame i ends in text */
+    size_t n, max;     /* max: SHIP_KEPT_MAX, or MERIDIAN_DEBUG_SHIP_KEPT_MAX for tests */
+    uint64_t first_lsn;
+    bool full;         /* writes were committed and not kept: keep nothing
+                          more until what is kept has gone */
+};
+
 struct ship_collect {
     struct sbuf body;            /* the batch's JSON text, being built */
     size_t n;
@@ -156,6 +175,90 @@ static bool ship_blocked(struct repl *r)
            (r->ship_retry_ms && node_now_ms(r->node) < r->ship_retry_ms);
 }
 
+static void kept_reset(struct ship_kept *k)
+{
+    k->text.len = 0;
+    k->n = 0;
+    k->full = false;
+}
+
+/* Drops the first m kept frames. */
+static void kept_drop(struct ship_kept *k, size_t m)
+{
+    if (m == 0)
+        return;
+    if (m >= k->n) {
+        kept_reset(k);
+        return;
+    }
+    size_t off = k->ends[m - 1] + 1; /* and its ',' */
+    memmove(k->text.p, k->text.p + off, k->text.len - off);
+    k->text.len -= off;
+    for (size_t i = 0; i + m < k->n; i++)
+        k->ends[i] = k->ends[i + m] - off;
+    k->n -= m;
+    k->first_lsn += m;
+}
+
+void shipper_keep(struct repl *r, const struct repl_write *w)
+{
+    struct ship_kept *k = r->ship_kept;
+    if (!k) {
+        if (!(k = r->ship_kept = calloc(1, sizeof *k)))
+            return;
+        const char *debug = getenv("MERIDIAN_DEBUG_SHIP_KEPT_MAX");
+        long max = debug ? strtol(debug, NULL, 10) : 0;
+        k->max = max > 0 && max < SHIP_KEPT_MAX ? (size_t)max : SHIP_KEPT_MAX;
+        if (k->max != SHIP_KEPT_MAX)
+            log_warn("MERIDIAN_DEBUG_SHIP_KEPT_MAX: keeping at most %zu frames for shipping "
+                     "(testing only)", k->max);
+    }
+    if (k->full)
+        return;
+    if (k->n && w->lsn != k->first_lsn + k->n)
+        kept_reset(k); /* a gap (an aborted or still pending LSN): start again here */
+    if (!k->ends && !(k->ends = malloc(k->max * sizeof *k->ends)))
+        return;
+    char *frame = k->n < k->max ? repl_write_frame(w) : NULL;
+    size_t fl = frame ? strlen(frame) : 0;
+    if (!frame || k->text.len + fl + 1 > SHIP_KEPT_BYTES ||
+        (k->n && sbuf_add(&k->text, ",", 1) < 0) || sbuf_add(&k->text, frame, fl) < 0) {
+        /* Full (or a frame the journal's reader must report): the rest of
+         * this run of writes is read from the journal. */
+        k->full = k->n > 0;
+        free(frame);
+        return;
+    }
+    free(frame);
+    if (!k->n)
+        k->first_lsn = w->lsn;
+    k->ends[k->n++] = k->text.len;
+}
+
+/* Starts the batch with the kept frames that follow what the hub decided,
+ * as many as fit. Returns whether it did. */
+static bool ship_from_kept(struct repl *r, struct ship_collect *sc)
+{
+    struct ship_kept *k = r->ship_kept;
+    if (!k || !k->n)
+        return false;
+    if (k->first_lsn <= sc->last_lsn)
+        kept_drop(k, (size_t)(sc->last_lsn - k->first_lsn + 1)); /* decided already */
+    if (!k->n || k->first_lsn != sc->last_lsn + 1)
+        return false;
+    size_t m = 0, room = sc->max_bytes - sc->body.len - 2;
+    while (m < k->n && m < SHIP_BATCH_MAX && (m == 0 || k->ends[m] < room))
+        m++;
+    if (sbuf_add(&sc->body, k->text.p, k->ends[m - 1]) < 0)
+        return false;
+    /* Kept until the hub has decided them: a failed batch is sent again
+     * from here. */
+    sc->n = m;
+    sc->last_lsn = k->first_lsn + m - 1;
+    r->stats.ship_kept += m;
+    return true;
+}
+
 static void ship_build_cb(evutil_socket_t fd, short what, void *arg);
 
 /* Frames the next slice of the batch being built; sends the batch once it
@@ -168,6 +271,11 @@ static void ship_build(struct repl *r)
         r->ship_build = NULL;
         ship_free(sc);
         shipper_kick(r);
+        return;
+    }
+    if (sc->n == 0 && ship_from_kept(r, sc)) {
+        r->ship_build = NULL;
+        ship_send(r, sc);
         return;
     }
     size_t want = SHIP_BATCH_MAX - sc->n < SHIP_SLICE ? SHIP_BATCH_MAX - sc->n : SHIP_SLICE;
@@ -216,4 +324,10 @@ void shipper_close(struct repl *r)
     if (r->ship_build)
         ship_free(r->ship_build);
     r->ship_build = NULL;
+    if (r->ship_kept) {
+        sbuf_free(&r->ship_kept->text);
+        free(r->ship_kept->ends);
+        free(r->ship_kept);
+        r->ship_kept = NULL;
+    }
 }

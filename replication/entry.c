@@ -183,7 +183,9 @@ char *repl_write_frame(const struct repl_write *w)
         n += (size_t)snprintf(f + n, cap - n, ",\"value\":%s", value);
     }
     /* The document as it is, unparsed: JSON Meridian produced itself. */
-    n += (size_t)snprintf(f + n, cap - n, ",\"doc\":%s}", w->doc ? w->doc : "null");
+    memcpy(f + n, ",\"doc\":", 7);
+    memcpy(f + n + 7, w->doc ? w->doc : "null", dl);
+    memcpy(f + n + 7 + dl, "}", 2);
     return f;
 }
 
