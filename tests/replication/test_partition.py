@@ -193,3 +193,51 @@ def test_writes_beyond_what_is_kept_in_memory_are_shipped_from_the_journal(make_
     # The cut-off writes did not all fit in memory: some came from the journal.
     assert kept >= kept_before and shipped - kept >= len(versions) - 4 - 8, (shipped, kept)
     assert shipped >= len(versions), (shipped, kept)
+
+
+def test_a_follower_behind_the_hubs_log_tail_reads_the_log_then_the_tail(make_cluster,
+                                                                         monkeypatch):
+    """The hub streams its latest decisions from memory (at most 8 here); a
+    satellite cut off for longer is sent what it missed from the hub's LMDB
+    log, then the live entries from memory again. Every region ends up
+    holding the same confirmed log and the same documents."""
+    monkeypatch.setenv("MERIDIAN_DEBUG_LOG_TAIL_MAX", "8")
+    cluster = make_cluster("embedded")
+    south = cluster["south"]
+    tag = uuid.uuid4().hex[:8]
+    expected = {}
+
+    def write(r, doc_id, n):
+        body = doc(doc_id, r.name, n, n)
+        resp = r.put(doc_id, body, timeout=5)
+        assert 200 <= resp.status < 300, resp
+        expected[doc_id] = body
+
+    write(cluster["west"], f"first-{tag}", 0)
+    cluster.wait_same(f"first-{tag}")
+    cluster.relays["south"].blackhole()
+    for n in range(30):
+        write(cluster.hub if n % 2 else cluster["west"], f"cut-{tag}-{n}", n)
+    cluster.relays["south"].pass_through()
+    for n in range(5):   # live again: these reach south from the tail
+        write(cluster["west"], f"after-{tag}-{n}", n)
+    cluster.wait_quiet(timeout=30)
+
+    dumps = {r.name: cluster.dump(r, expected) for r in cluster.regions}
+    for doc_id, want in expected.items():
+        assert dumps["east"][doc_id] is not None, f"{doc_id} missing at the hub"
+        assert rc.user_fields(dumps["east"][doc_id]) == want, doc_id
+    assert dumps["east"] == dumps["west"] == dumps["south"]
+
+    def entries(r):
+        return [e for e in r.confirmed_log(idle=0.5, limit_s=5) if "crts" in e]
+    hub_log = entries(cluster.hub)
+    assert len(hub_log) >= len(expected), hub_log
+    for r in cluster.satellites:
+        assert entries(r) == hub_log, f"{r.name}'s confirmed log differs from the hub's"
+
+    metrics = cluster.hub.metrics()
+    streamed = rc.h.metric_sum(metrics, "meridian_log_stream_entries_total")
+    tail = rc.h.metric_sum(metrics, "meridian_log_stream_tail_entries_total")
+    # south's catch-up came from the log, the rest from memory.
+    assert 0 < tail and streamed - tail >= 30 - 8, (streamed, tail)
