@@ -241,121 +241,10 @@ static void peer_ship(struct repl *r, struct downstream *c)
 static int pump_one(void *arg, uint64_t crts, const char *json, size_t len)
 {
     struct peer_stream *s = arg;
-    s->r->stats.stream_entries++;
     downstream_stream_body(s->c, json, len);
     s->blocked = downstream_stream_body(s->c, "\n", 1);
     s->sent_crts = crts;
     return s->blocked;
-}
-
-/* The hub's latest decisions as its log holds them, so that the followers'
- * streams need not read them back from LMDB: the entries after `base`,
- * without a gap, the last LOG_TAIL_MAX of them (a ring) and at most
- * LOG_TAIL_BYTES. Added when a decided batch is durable (in log order);
- * anything else that appends to the log (a dismissal, a takeover) leaves a
- * gap, and the tail starts again after it. The streams read it only while
- * it ends at the log's head. */
-#define LOG_TAIL_MAX 4096
-#define LOG_TAIL_BYTES (8 * 1024 * 1024)
-
-struct log_tail {
-    struct tail_entry {
-        uint64_t crts;
-        char *text;
-        size_t len;
-    } e[LOG_TAIL_MAX];
-    size_t first, n, bytes, max; /* max: LOG_TAIL_MAX, or MERIDIAN_DEBUG_LOG_TAIL_MAX for tests */
-    uint64_t base;   /* crts of the entry before the first */
-};
-
-static struct tail_entry *tail_at(struct log_tail *t, size_t i)
-{
-    return &t->e[(t->first + i) % LOG_TAIL_MAX];
-}
-
-static uint64_t tail_last(struct log_tail *t)
-{
-    return t->n ? tail_at(t, t->n - 1)->crts : t->base;
-}
-
-static void tail_drop_first(struct log_tail *t)
-{
-    struct tail_entry *te = tail_at(t, 0);
-    t->base = te->crts;
-    t->bytes -= te->len;
-    free(te->text);
-    te->text = NULL;
-    t->first = (t->first + 1) % LOG_TAIL_MAX;
-    t->n--;
-}
-
-static void tail_reset(struct log_tail *t, uint64_t base)
-{
-    while (t->n)
-        tail_drop_first(t);
-    t->first = 0;
-    t->base = base;
-}
-
-void peer_log_tail_clear(struct repl *r)
-{
-    if (r->log_tail)
-        tail_reset(r->log_tail, 0);
-    free(r->log_tail);
-    r->log_tail = NULL;
-}
-
-void peer_log_tail_add(struct repl *r, struct confirm_batch *b)
-{
-    for (size_t i = 0; i < b->n_kept; i++) {
-        struct confirm_decided *d = &b->decided[i];
-        char *text = d->text;
-        d->text = NULL;
-        struct log_tail *t = r->log_tail;
-        if (!t && r->is_hub && text && (t = r->log_tail = calloc(1, sizeof *t))) {
-            const char *debug = getenv("MERIDIAN_DEBUG_LOG_TAIL_MAX");
-            long max = debug ? strtol(debug, NULL, 10) : 0;
-            t->max = max > 0 && max < LOG_TAIL_MAX ? (size_t)max : LOG_TAIL_MAX;
-            if (t->max != LOG_TAIL_MAX)
-                log_warn("MERIDIAN_DEBUG_LOG_TAIL_MAX: keeping at most %zu log entries for the "
-                         "streams (testing only)", t->max);
-        }
-        if (!t || !text) {
-            free(text);
-            continue;
-        }
-        if (tail_last(t) != d->prev)
-            tail_reset(t, d->prev); /* a gap: start again here */
-        while (t->n == t->max || (t->n && t->bytes + d->text_len > LOG_TAIL_BYTES))
-            tail_drop_first(t);
-        *tail_at(t, t->n) = (struct tail_entry){ d->e.crts, text, d->text_len };
-        t->n++;
-        t->bytes += d->text_len;
-    }
-}
-
-/* Writes the entries after the stream's position from the tail, when it
- * holds all of them up to the log's head. */
-static bool pump_from_tail(struct peer_stream *s, size_t *budget)
-{
-    struct repl *r = s->r;
-    struct log_tail *t = r->log_tail;
-    if (!r->is_hub || !t || !t->n || s->sent_crts < t->base || tail_last(t) != r->j->stored_crts)
-        return false;
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (tail_at(t, mid)->crts <= s->sent_crts)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (; lo < t->n && *budget && !s->blocked; lo++, (*budget)--) {
-        struct tail_entry *te = tail_at(t, lo);
-        r->stats.stream_tail_entries++;
-        pump_one(s, te->crts, te->text, te->len);
-    }
-    return true;
 }
 
 static void pump_later_cb(evutil_socket_t fd, short what, void *arg)
@@ -388,8 +277,7 @@ static void stream_pump(struct peer_stream *s)
         s->snap = NULL;
         s->sent_crts = s->snap_upto;
     }
-    if (!s->blocked && !s->snap && s->sent_crts < j->stored_crts && budget &&
-        !pump_from_tail(s, &budget))
+    if (!s->blocked && !s->snap && s->sent_crts < j->stored_crts && budget)
         journal_scan_clog(j, s->sent_crts, j->stored_crts, budget, pump_one, s);
     downstream_backend(s->c)->paused = s->blocked;
     bool progress = s->sent_crts != before || s->snap_next != snap_before;

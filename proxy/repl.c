@@ -88,7 +88,6 @@ static void decide_done(void *arg, int rc, const char *reason)
         conflicts_count(r, dj->b);
         stats_observe(&r->stats.confirm_seconds,
                       (hlc_wall_ms() - dj->submitted_ms) / 1000.0);
-        peer_log_tail_add(r, dj->b);
         applier_take_decided(r, dj->b);
         if (dj->b->n_decided)
             repl_log_grew(r, dj->b->last_crts);
@@ -330,7 +329,6 @@ static void commit_done(void *arg, int rc, const char *reason)
         r->stats.writes_committed++;
         if (cj->b) {
             conflicts_count(r, cj->b);
-            peer_log_tail_add(r, cj->b);
             applier_take_decided(r, cj->b);
             repl_log_grew(r, cj->b->last_crts);
         } else {
@@ -593,7 +591,6 @@ void repl_close(struct repl *r)
      * embedded store they ran in embedded_stop: the committer is its). */
     journal_close(r->j);
     shipper_close(r);
-    peer_log_tail_clear(r);
     if (r->pump_ev)
         event_free(r->pump_ev);
     applier_close(r);
@@ -723,8 +720,6 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_counter(out, "meridian_ship_batches_total", "Batches shipped to the hub.", st->ship_batches, region) < 0 ||
         render_counter(out, "meridian_ship_writes_total", "Writes shipped to the hub (a write sent again after a failed batch counts again).", st->ship_writes, region) < 0 ||
         render_counter(out, "meridian_ship_kept_writes_total", "Of those, writes shipped from memory (framed when committed) instead of read back from the journal.", st->ship_kept, region) < 0 ||
-        render_counter(out, "meridian_log_stream_entries_total", "Confirmed-log entries written to the followers' log streams (an entry counts once per stream).", st->stream_entries, region) < 0 ||
-        render_counter(out, "meridian_log_stream_tail_entries_total", "Of those, entries taken from the hub's latest decisions in memory instead of read back from the log.", st->stream_tail_entries, region) < 0 ||
         render_counter(out, "meridian_ship_errors_total", "Failed shipments to the hub.", st->ship_errors, region) < 0 ||
         render_counter(out, "meridian_frames_rejected_total", "Shipped frames the hub rejected.", st->frames_rejected, region) < 0 ||
         render_counter(out, "meridian_clock_refusals_total", "Peer clocks refused for drifting too far ahead.", st->clock_refusals, region) < 0 ||

@@ -35,7 +35,6 @@ struct write_op;
 struct read_route;
 struct ship_collect;
 struct ship_kept;
-struct log_tail;
 struct event;
 struct write_wait;
 struct failover;
@@ -73,8 +72,6 @@ struct repl_stats {
     uint64_t write_waits, write_wait_timeouts;  /* X-Meridian-Wait */
     uint64_t ship_batches, ship_errors, ship_writes;
     uint64_t ship_kept;                         /* writes shipped from memory (shipper_keep) */
-    uint64_t stream_entries, stream_tail_entries; /* log entries streamed to followers; of
-                                                     them, taken from the log's tail in memory */
     uint64_t frames_rejected;
     uint64_t applied, apply_backend_writes, apply_errors;
     uint64_t apply_log_reads;     /* entries the applier read back from the log */
@@ -132,7 +129,6 @@ struct repl {
     struct ship_kept *ship_kept;   /* frames of the latest committed writes (shipper.c) */
     struct event *ship_ev;         /* frames its next slice */
     struct event *pump_ev;         /* writes the log streams' next slices (peer.c) */
-    struct log_tail *log_tail;     /* the hub's latest decisions, for the streams (peer.c) */
     uint32_t ship_gen;             /* answers of an earlier hub's generation are ignored */
     uint64_t ship_after;           /* the hub decided everything up to here */
     uint64_t ship_retry_ms, ship_backoff_ms;
@@ -245,10 +241,6 @@ void applier_fresh_push(struct repl *r, uint64_t prev, struct clog_entry *e);
 /* The same for the hub's decisions kept by a batch (keep_decided). */
 struct confirm_batch;
 void applier_take_decided(struct repl *r, struct confirm_batch *b);
-/* The hub's log streams keep the texts of a durable decided batch (peer.c);
- * call before applier_take_decided. */
-void peer_log_tail_add(struct repl *r, struct confirm_batch *b);
-void peer_log_tail_clear(struct repl *r);
 /* Retries entries whose backend write failed. */
 void applier_tick(struct repl *r, uint64_t now_ms);
 void applier_close(struct repl *r);

@@ -599,7 +599,6 @@ static void follow_new_hub(struct repl *r)
     r->follow_pool = r->hub_pool;
     r->follow_name = r->hub->name;
     r->follow_retry_ms = node_now_ms(r->node);
-    peer_log_tail_clear(r); /* not the hub: its tail may not be this log's again */
     r->ship_gen++;
     r->ship_after = 0;
     r->ship_retry_ms = 0;

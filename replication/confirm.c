@@ -8,11 +8,8 @@
 
 static void decided_clear(struct confirm_batch *b)
 {
-    for (size_t i = 0; i < b->n_kept; i++) {
+    for (size_t i = 0; i < b->n_kept; i++)
         clog_entry_clear(&b->decided[i].e);
-        free(b->decided[i].text);
-        b->decided[i].text = NULL;
-    }
     b->n_kept = 0;
 }
 
@@ -30,13 +27,11 @@ void confirm_batch_free(struct confirm_batch *b)
 
 /* Keeps a copy of the decision just logged (its head document and error
  * move into it). Without memory it is not kept: the applier reads it back. */
-static void decided_keep(struct confirm_batch *b, uint64_t prev, struct clog_entry *e,
-                         char **text, size_t text_len)
+static void decided_keep(struct confirm_batch *b, uint64_t prev, struct clog_entry *e)
 {
     struct confirm_decided *d = &b->decided[b->n_kept];
     d->prev = prev;
     d->e = *e;
-    d->text = NULL;
     if (repl_write_copy(&d->e.w, &e->w) < 0)
         return;
     e->head_doc = NULL;
@@ -45,9 +40,6 @@ static void decided_keep(struct confirm_batch *b, uint64_t prev, struct clog_ent
         clog_entry_clear(&d->e);
         return;
     }
-    d->text = *text;
-    d->text_len = text_len;
-    *text = NULL;
     b->n_kept++;
 }
 
@@ -191,11 +183,10 @@ static int decide_one(MDB_txn *txn, struct journal *j, struct confirm_batch *b,
     char *text = rc == 0 ? clog_entry_text(&e) : NULL;
     if (rc == 0 && !text)
         rc = err_set(err, "out of memory encoding a decision");
-    size_t text_len = text ? strlen(text) : 0;
     if (rc == 0)
-        rc = journal_put_clog(txn, j, crts, text, text_len, err);
+        rc = journal_put_clog(txn, j, crts, text, strlen(text), err);
     if (rc == 0 && b->decided)
-        decided_keep(b, b->last_crts, &e, &text, text_len);
+        decided_keep(b, b->last_crts, &e);
     free(text);
     free(e.head_doc);
     free(e.error);

@@ -57,9 +57,6 @@ struct confirm_batch {
 struct confirm_decided {
     uint64_t prev;
     struct clog_entry e;             /* owned */
-    char *text;                      /* the entry's text in the log (owned; the hub's
-                                        log streams take it: peer_log_tail_add) */
-    size_t text_len;
 };
 
 /* Decides the batch's writes inside `txn`. A conflict in a custom container
