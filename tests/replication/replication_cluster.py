@@ -203,7 +203,7 @@ class Region(h.Proc):
                     return [{"error": f"log stream answered {head[1]}"}]
                 chunked_body = "chunked" in str(head[3]).lower()
                 deadline = time.monotonic() + limit_s
-                data = b""
+                data, c.buf = c.buf, b""   # what came with the head
                 while time.monotonic() < deadline:
                     try:
                         c._fill()

@@ -115,6 +115,9 @@ def test_non_object_and_forged_bodies_are_refused_and_never_journaled(make_clust
             # The hub's applier takes its own decisions from memory.
             assert h.metric_sum(metrics, "meridian_applied_total") > 0
             assert h.metric_sum(metrics, "meridian_apply_log_reads_total") == 0, metrics
+        else:
+            # Satellites ship their writes from memory (framed at commit).
+            assert h.metric_sum(metrics, "meridian_ship_kept_writes_total") > 0, metrics
 
     # Nothing refused exists anywhere, documents targeted by refused writes
     # are unchanged, and the change feeds list only the good writes.
