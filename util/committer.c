@@ -43,6 +43,9 @@ struct committer {
     bool stopping;
     int wake_fd;                /* eventfd: completions are waiting */
     struct event *wake_ev;
+    struct event *kick_ev;      /* tells the thread of the jobs queued in this loop
+                                   iteration, once, after its other callbacks */
+    bool kick_pending;          /* loop only */
     atomic_ulong batches, jobs, syncs, sync_ns, gathers, gather_ns;
     size_t queued_durable;      /* durable jobs among `queued` */
     uint64_t last_durable_ns;   /* when the last durable batch was done (thread only) */
@@ -233,6 +236,18 @@ static void committer_wake_cb(evutil_socket_t fd, short what, void *arg)
         wake(arg);
 }
 
+/* One wake-up of the thread for all the jobs a loop iteration queued: a
+ * burst of requests read together goes into one transaction, and the loop
+ * does not hand the CPU to the thread (and back) for every job. */
+static void committer_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct committer *c = arg;
+    c->kick_pending = false;
+    pthread_mutex_lock(&c->mu);
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
                    struct err *err)
 {
@@ -252,11 +267,14 @@ int committer_open(struct event_base *base, MDB_env *env, struct committer **out
     c->wake_ev = event_new(base, c->wake_fd, EV_READ | EV_PERSIST, committer_wake_cb, c);
     if (!c->wake_ev || event_add(c->wake_ev, NULL) < 0)
         goto fail_fd;
-    if (pthread_create(&c->thread, NULL, committer_main, c) != 0)
+    c->kick_ev = event_new(base, -1, 0, committer_kick_cb, c);
+    if (!c->kick_ev || pthread_create(&c->thread, NULL, committer_main, c) != 0)
         goto fail_ev;
     *out = c;
     return 0;
 fail_ev:
+    if (c->kick_ev)
+        event_free(c->kick_ev);
     event_free(c->wake_ev);
 fail_fd:
     close(c->wake_fd);
@@ -280,8 +298,11 @@ int committer_submit(struct committer *c, committer_apply_fn apply, committer_do
     pthread_mutex_lock(&c->mu);
     queue_push(&c->queued, j);
     c->queued_durable += durable;
-    pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
+    if (!c->kick_pending) {
+        c->kick_pending = true;
+        event_active(c->kick_ev, 0, 0);
+    }
     return 0;
 }
 
@@ -295,6 +316,7 @@ void committer_close(struct committer *c)
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
     committer_deliver(c, SIZE_MAX);
+    event_free(c->kick_ev);
     event_free(c->wake_ev);
     close(c->wake_fd);
     pthread_mutex_destroy(&c->mu);

@@ -27,7 +27,10 @@ typedef void (*committer_done_fn)(void *arg, int rc, const char *reason);
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
                    struct err *err) MUST_CHECK;
 
-/* Queues a job. `durable`: its batch is fsynced before `done` runs.
+/* Queues a job (loop thread only). The thread is told once the loop's
+ * current iteration has run its other callbacks, so the jobs queued in one
+ * iteration share a transaction. `durable`: its batch is fsynced before
+ * `done` runs.
  * Jobs that are not durable, queued while durable ones keep coming (one
  * was committed in the last 5 ms), wait up to 1 ms for the next durable one
  * and share its transaction: one commit instead of two. */

@@ -166,6 +166,7 @@ Test(committer, a_job_without_fsync_joins_the_next_durable_batch)
     *b = (struct job){ 1 };
     *c = (struct job){ 2 };
     cr_assert_eq(committer_submit(fx.c, put_apply, put_done, a, true), 0);
+    event_base_loop(fx.base, EVLOOP_NONBLOCK); /* the thread is told of a */
     sem_wait(&fx.entered); /* a's batch is a alone */
     cr_assert_eq(committer_submit(fx.c, put_apply, put_done, b, false), 0);
     sem_post(&fx.gate);
@@ -182,4 +183,25 @@ Test(committer, a_job_without_fsync_joins_the_next_durable_batch)
         cr_skip_test("this thread was held up %.1f ms: the window had passed", late * 1e3);
     cr_expect_eq(batches_now(), 2, "%lu batches for three jobs: b was committed alone",
                  batches_now());
+}
+
+/* The thread hears of jobs once the loop iteration that queued them is
+ * over: a burst queued together is one transaction, and no job of it
+ * starts before the burst is all queued. */
+Test(committer, jobs_queued_in_one_loop_iteration_share_a_transaction)
+{
+    sem_post(&fx.gate); /* job 0 does not wait */
+    for (int i = 0; i < 10; i++) {
+        struct job *j = malloc(sizeof *j);
+        j->n = i;
+        cr_assert_eq(committer_submit(fx.c, put_apply, put_done, j, true), 0);
+        usleep(200);
+    }
+    cr_expect_eq(batches_now(), 0, "the thread began before the loop iteration ended");
+    for (int spins = 0; fx.told < 10 && spins < 10000; spins++)
+        event_base_loop(fx.base, EVLOOP_ONCE);
+    cr_assert_eq(fx.told, 10);
+    cr_expect_eq(batches_now(), 1, "%lu transactions for one burst", batches_now());
+    for (int i = 0; i < 10; i++)
+        cr_expect_eq(fx.order[i], i);
 }
