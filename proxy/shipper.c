@@ -53,23 +53,36 @@ struct ship_collect {
     bool failed;
 };
 
+/* Appends the write's frame to `text`, after a ',' unless it is the first
+ * one; a frame other than the first that would take `text` to `limit`
+ * bytes is left out (1). -1: out of memory, or a write that cannot be
+ * framed. */
+static int frame_append(struct sbuf *text, bool first, const struct repl_write *w, size_t limit)
+{
+    char *frame = repl_write_frame(w);
+    if (!frame)
+        return -1;
+    size_t fl = strlen(frame);
+    int rc = 0;
+    if (!first && text->len + 1 + fl >= limit)
+        rc = 1;
+    else if ((!first && sbuf_add(text, ",", 1) < 0) || sbuf_add(text, frame, fl) < 0)
+        rc = -1;
+    free(frame);
+    return rc;
+}
+
 static int ship_collect_one(void *arg, const struct repl_write *w)
 {
     struct ship_collect *sc = arg;
     sc->stopped = true;
     if (w->state != WRITE_COMMITTED)
         return 1;
-    char *frame = repl_write_frame(w);
-    if (frame && sc->n && sc->body.len + strlen(frame) >= sc->max_bytes) {
-        free(frame); /* the next batch's first */
+    int rc = frame_append(&sc->body, sc->n == 0, w, sc->max_bytes);
+    if (rc != 0) {
+        sc->failed = rc < 0; /* else: the next batch's first */
         return 1;
     }
-    if (!frame || (sc->n && sbuf_add(&sc->body, ",", 1) < 0) || sbuf_adds(&sc->body, frame) < 0) {
-        sc->failed = true;
-        free(frame);
-        return 1;
-    }
-    free(frame);
     sc->n++;
     sc->last_lsn = w->lsn;
     sc->stopped = false;
@@ -219,17 +232,12 @@ void shipper_keep(struct repl *r, const struct repl_write *w)
         kept_reset(k); /* a gap (an aborted or still pending LSN): start again here */
     if (!k->ends && !(k->ends = malloc(k->max * sizeof *k->ends)))
         return;
-    char *frame = k->n < k->max ? repl_write_frame(w) : NULL;
-    size_t fl = frame ? strlen(frame) : 0;
-    if (!frame || k->text.len + fl + 1 > SHIP_KEPT_BYTES ||
-        (k->n && sbuf_add(&k->text, ",", 1) < 0) || sbuf_add(&k->text, frame, fl) < 0) {
+    if (k->n == k->max || frame_append(&k->text, k->n == 0, w, SHIP_KEPT_BYTES) != 0) {
         /* Full (or a frame the journal's reader must report): the rest of
          * this run of writes is read from the journal. */
         k->full = k->n > 0;
-        free(frame);
         return;
     }
-    free(frame);
     if (!k->n)
         k->first_lsn = w->lsn;
     k->ends[k->n++] = k->text.len;
