@@ -48,16 +48,26 @@ def _listen_port_range():
     return 10000, max(10001, low - 1)
 
 
+# Ports this test process has handed out. A port handed out for something
+# that never listens (a dead backend) is free again at once; without this
+# record a later call could hand it out again as a listen port (a clean CI
+# run failed so: a node's peer port was the test's dead backend's).
+_HANDED_OUT = set()
+
+
 def free_ports(n=1):
     """n distinct loopback ports that were free a moment ago (bound, closed),
-    chosen at random below the ephemeral range."""
+    chosen at random below the ephemeral range and never handed out before
+    by this process (until half the range has been)."""
     lo, hi = _listen_port_range()
+    if len(_HANDED_OUT) + n > (hi - lo) // 2:
+        _HANDED_OUT.clear()
     rng = random.SystemRandom()
     ports, socks = [], []
     try:
         while len(ports) < n:
             port = rng.randint(lo, hi)
-            if port in ports:
+            if port in ports or port in _HANDED_OUT:
                 continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -67,6 +77,7 @@ def free_ports(n=1):
                 continue
             socks.append(s)
             ports.append(port)
+        _HANDED_OUT.update(ports)
         return ports
     finally:
         for s in socks:
