@@ -86,6 +86,16 @@
 #   scheduler: then the ratio measures the CPU of the whole cluster per
 #   write against one node's pass-through, which is noisier and harsher.
 #   The (b) client is not pinned; there is no load during (b).
+#   East, south and the relays stand in for other machines: they run at
+#   nice PEER_NICE (default 10), wrk at the default priority. On the shared
+#   core the scheduler (EEVDF on this kernel) otherwise lets a peer that is
+#   applying a batch run out its time slice while wrk, woken by an answer,
+#   waits for the core: that wait is added to the cycle of every replicated
+#   request and to no plain one, and it is the 2-core box's, not the
+#   satellite's. Lower priority does not hide their cost: they still have to
+#   keep up, and every orders run line is followed by how far they lagged
+#   and how long they took to catch up. PEER_NICE=0 gives everything the same
+#   priority (sessions 1-6 measured that way); session 7 measured both.
 #
 # Caveats
 #   - A shared machine: other sessions' builds and tests run on it. Trust
@@ -108,6 +118,7 @@
 #   DELAY_MS     one-way WAN delay satellite <-> hub (default 20)
 #   PARTS        "a b" (default), or just "a" or "b"
 #   PIN          1 (default) or 0;  SAT_CPUS, LOAD_CPUS: taskset CPU lists
+#   PEER_NICE    nice value of east, south and the relays (default 10; 0: as wrk)
 #   MERIDIAN_BIN meridian binary (default <repo>/build/meridian, built with
 #                cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2
 #                when missing)
@@ -141,6 +152,7 @@ PARTS=${PARTS:-"a b"}
 PIN=${PIN:-1}
 KEEP_TMP=${KEEP_TMP:-0}
 PEER_DATA=${PEER_DATA:-same}
+PEER_NICE=${PEER_NICE:-10}
 DOC_BYTES=1024
 PY=/usr/bin/python3
 
@@ -153,7 +165,7 @@ BENCH=replication
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 
-for v in DURATION ROUNDS WARMUP CONNECTIONS THREADS SAMPLES POLLERS; do
+for v in DURATION ROUNDS WARMUP CONNECTIONS THREADS SAMPLES POLLERS PEER_NICE; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [[ $POLL_MS =~ ^[0-9]+(\.[0-9]+)?$ && $DELAY_MS =~ ^[0-9]+(\.[0-9]+)?$ &&
@@ -178,6 +190,12 @@ if bench_pin SAT_CPUS; then
 else
     ON_SAT=()
     PLACEMENT="not pinned (PIN=$PIN, $NCPU CPUs)"
+fi
+# the processes that stand in for other machines: east, south, the relays
+ON_PEER=("${ON_LOAD[@]}")
+if (( PEER_NICE > 0 )); then
+    ON_PEER+=(nice -n "$PEER_NICE")
+    PLACEMENT+="; east, south, relays at nice $PEER_NICE"
 fi
 
 mapfile -t PORTS < <("$PY" "$CLIENT" ports 8) && (( ${#PORTS[@]} == 8 )) || die "no free ports"
@@ -211,12 +229,12 @@ write_config "$TMP/west.yaml"  "$R_WEST"
 write_config "$TMP/south.yaml" "$R_SOUTH"
 
 start_relay() {  # start_relay NAME LISTEN_PORT
-    "${ON_LOAD[@]}" "$PY" "$RELAY" --listen "127.0.0.1:$2" --target "127.0.0.1:$Q_EAST" \
+    "${ON_PEER[@]}" "$PY" "$RELAY" --listen "127.0.0.1:$2" --target "127.0.0.1:$Q_EAST" \
         --delay-ms "$DELAY_MS" >"$TMP/relay-$1.out" 2>"$TMP/relay-$1.err" &
     PIDS+=($!)
     eval "PID_RELAY_$1=$!"
 }
-start_meridian() {  # start_meridian NAME SAT|LOAD
+start_meridian() {  # start_meridian NAME SAT|PEER
     local pfx="ON_$2[@]"
     "${!pfx}" "$MERIDIAN_BIN" --config "$TMP/$1.yaml" --region "$1" >"$TMP/$1.log" 2>&1 &
     PIDS+=($!)
@@ -233,7 +251,7 @@ wait_meridian() {
     exit 1
 }
 # the hub first, so that the satellites find it at once
-start_meridian east LOAD
+start_meridian east PEER
 wait_meridian east
 start_relay west "$R_WEST"
 start_relay south "$R_SOUTH"
@@ -242,7 +260,7 @@ for r in west south; do
     relay_up "$r" || { cat "$TMP/relay-$r.err" >&2; die "relay $r did not start"; }
 done
 start_meridian west SAT
-start_meridian south LOAD
+start_meridian south PEER
 wait_meridian west
 wait_meridian south
 
@@ -273,7 +291,7 @@ if [[ " $PARTS " == *" b "* ]]; then
     drain 60
     [[ $DRAIN == drained* ]] || say "    ! cluster not quiet before (b): $DRAIN"
     # the WAN emulator alone, same placement as the real relays
-    run_fg "${ON_LOAD[@]}" "$PY" "$CLIENT" relay-rtt --relay "$RELAY" --delay-ms "$DELAY_MS" \
+    run_fg "${ON_PEER[@]}" "$PY" "$CLIENT" relay-rtt --relay "$RELAY" --delay-ms "$DELAY_MS" \
         --samples 100 >"$TMP/relay-rtt.out" 2>&1
     cal=$(cat "$TMP/relay-rtt.out")
     if [[ $cal == relay-rtt* ]]; then

@@ -24,6 +24,7 @@ struct job {
     committer_done_fn done;
     void *arg;
     bool durable;
+    bool to_sync;               /* in a committed batch that holds a durable job */
     int rc;
     char reason[600];
 };
@@ -35,12 +36,17 @@ struct job_queue {
 struct committer {
     MDB_env *env;
     pthread_t thread;
+    pthread_t syncer;           /* fsyncs committed batches while the thread
+                                   builds the next transaction */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t sync_cv;     /* the syncer's: batches to sync, or stop */
     struct job_queue queued;    /* loop → thread */
-    struct job_queue finished;  /* thread → loop */
+    struct job_queue committed; /* thread → syncer, in commit order */
+    struct job_queue finished;  /* syncer → loop */
     struct job_queue delivering; /* taken by the loop, not yet told (loop only) */
     bool stopping;
+    bool sync_stopping;         /* the thread has stopped: the syncer may too */
     int wake_fd;                /* eventfd: completions are waiting */
     struct event *wake_ev;
     struct event *kick_ev;      /* tells the thread of the jobs queued in this loop
@@ -107,7 +113,30 @@ static void batch_fail(struct job *batch, const char *why)
     }
 }
 
-/* One transaction for everything queued; one fsync if any job asked. */
+static void note_error(struct committer *c, const char *why)
+{
+    pthread_mutex_lock(&c->mu);
+    snprintf(c->last_error, sizeof c->last_error, "%s", why);
+    pthread_mutex_unlock(&c->mu);
+    atomic_store(&c->failed, 1);
+}
+
+/* The fsync failed: what it was to make durable fails (the jobs of batches
+ * that needed none keep their result). */
+static void sync_failed(struct committer *c, struct job *jobs, int rc)
+{
+    char why[200];
+    snprintf(why, sizeof why, "fsync failed: %s", mdb_strerror(rc));
+    for (struct job *j = jobs; j; j = j->next)
+        if (j->to_sync) {
+            j->rc = -1;
+            snprintf(j->reason, sizeof j->reason, "%s", why);
+        }
+    note_error(c, why);
+}
+
+/* One transaction for everything queued, committed without an fsync (the
+ * syncer does that: it marks the jobs to_sync when one asked for it). */
 static void batch_apply(struct committer *c, struct job *batch)
 {
     MDB_txn *txn;
@@ -121,25 +150,17 @@ static void batch_apply(struct committer *c, struct job *batch)
         }
         rc = mdb_txn_commit(txn);
     }
-    if (rc == 0 && durable) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        rc = mdb_env_sync(c->env, 1);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        atomic_fetch_add(&c->syncs, 1);
-        atomic_fetch_add(&c->sync_ns, (unsigned long)((t1.tv_sec - t0.tv_sec) * 1000000000L +
-                                                      (t1.tv_nsec - t0.tv_nsec)));
-    }
     if (rc != 0) {
         char why[200];
         snprintf(why, sizeof why, "commit failed: %s", mdb_strerror(rc));
         batch_fail(batch, why);
-        pthread_mutex_lock(&c->mu);
-        snprintf(c->last_error, sizeof c->last_error, "%s", why);
-        pthread_mutex_unlock(&c->mu);
+        note_error(c, why);
+    } else {
+        atomic_store(&c->failed, 0);
     }
-    atomic_store(&c->failed, rc != 0);
     atomic_fetch_add(&c->batches, 1);
+    for (struct job *j = batch; j; j = j->next)
+        j->to_sync = rc == 0 && durable;
 }
 
 static void wake(struct committer *c)
@@ -148,6 +169,61 @@ static void wake(struct committer *c)
     if (write(c->wake_fd, &one, sizeof one) < 0) {
         /* The counter cannot overflow in practice; the loop drains anyway. */
     }
+}
+
+static void queue_append(struct job_queue *q, struct job *list)
+{
+    while (list) {
+        struct job *next = list->next;
+        queue_push(q, list);
+        list = next;
+    }
+}
+
+/* The syncer: takes every job committed so far and, when one of their
+ * batches asked for it, makes them durable with one fsync (which may also
+ * cover what the thread committed meanwhile: harmless); then hands them to
+ * the loop in commit order. So the fsync of one batch overlaps the building
+ * and commit of the next, and a batch that needs no fsync still waits for
+ * the ones committed before it. */
+static void *syncer_main(void *arg)
+{
+    struct committer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->committed.head && !c->sync_stopping)
+            pthread_cond_wait(&c->sync_cv, &c->mu);
+        struct job *taken = queue_take_all(&c->committed);
+        if (!taken)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        bool durable = false;
+        for (struct job *j = taken; j; j = j->next)
+            durable |= j->to_sync;
+        if (durable) {
+            uint64_t t0 = mono_ns();
+            int rc = mdb_env_sync(c->env, 1);
+            atomic_fetch_add(&c->syncs, 1);
+            atomic_fetch_add(&c->sync_ns, (unsigned long)(mono_ns() - t0));
+            if (rc != 0)
+                sync_failed(c, taken, rc);
+        }
+        pthread_mutex_lock(&c->mu);
+        queue_append(&c->finished, taken);
+        wake(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* Once the thread has stopped: the syncer finishes what was committed. */
+static void syncer_stop(struct committer *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->sync_stopping = true;
+    pthread_cond_signal(&c->sync_cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->syncer, NULL);
 }
 
 static void *committer_main(void *arg)
@@ -176,20 +252,16 @@ static void *committer_main(void *arg)
         }
         bool durable = c->queued_durable > 0;
         c->queued_durable = 0;
-        struct job *batch = queue_take_all(&c->queued);
-        if (!batch && c->stopping)
+        struct job *jobs = queue_take_all(&c->queued);
+        if (!jobs && c->stopping)
             break;
         pthread_mutex_unlock(&c->mu);
-        batch_apply(c, batch);
+        batch_apply(c, jobs);
         pthread_mutex_lock(&c->mu);
         if (durable)
             c->last_durable_ns = mono_ns();
-        while (batch) {
-            struct job *next = batch->next;
-            queue_push(&c->finished, batch);
-            batch = next;
-        }
-        wake(c);
+        queue_append(&c->committed, jobs);
+        pthread_cond_signal(&c->sync_cv);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -261,6 +333,7 @@ int committer_open(struct event_base *base, MDB_env *env, struct committer **out
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&c->sync_cv, NULL);
     c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->wake_fd < 0)
         goto fail;
@@ -268,8 +341,12 @@ int committer_open(struct event_base *base, MDB_env *env, struct committer **out
     if (!c->wake_ev || event_add(c->wake_ev, NULL) < 0)
         goto fail_fd;
     c->kick_ev = event_new(base, -1, 0, committer_kick_cb, c);
-    if (!c->kick_ev || pthread_create(&c->thread, NULL, committer_main, c) != 0)
+    if (!c->kick_ev || pthread_create(&c->syncer, NULL, syncer_main, c) != 0)
         goto fail_ev;
+    if (pthread_create(&c->thread, NULL, committer_main, c) != 0) {
+        syncer_stop(c);
+        goto fail_ev;
+    }
     *out = c;
     return 0;
 fail_ev:
@@ -281,6 +358,7 @@ fail_fd:
 fail:
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->sync_cv);
     free(c);
     return err_set(err, "cannot start a committer thread");
 }
@@ -315,12 +393,14 @@ void committer_close(struct committer *c)
     pthread_cond_signal(&c->cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
+    syncer_stop(c);
     committer_deliver(c, SIZE_MAX);
     event_free(c->kick_ev);
     event_free(c->wake_ev);
     close(c->wake_fd);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
+    pthread_cond_destroy(&c->sync_cv);
     free(c);
 }
 

@@ -1,8 +1,10 @@
 /* committer: one thread that applies queued LMDB jobs in shared write
- * transactions (many jobs, one commit, at most one fsync) and hands each
- * job's result back to the event loop. Owns the thread and its queues, not
- * the environment. Never runs a completion off the loop thread; never lets
- * one failing job undo another (each job runs in a nested transaction). */
+ * transactions (many jobs, one commit) and a syncer thread that makes the
+ * committed ones durable (at most one fsync per batch, overlapping the next
+ * transaction) and hands each job's result back to the event loop, in
+ * order. Owns the threads and their queues, not the environment. Never
+ * runs a completion off the loop thread; never lets one failing job undo
+ * another (each job runs in a nested transaction). */
 #ifndef MERIDIAN_COMMITTER_H
 #define MERIDIAN_COMMITTER_H
 
@@ -22,8 +24,9 @@ typedef int (*committer_apply_fn)(MDB_txn *txn, void *arg, struct err *err);
  * (rc 0) or failed (rc -1, reason says why). */
 typedef void (*committer_done_fn)(void *arg, int rc, const char *reason);
 
-/* The environment must be opened with MDB_NOSYNC: the committer syncs
- * explicitly, once per batch holding a durable job. */
+/* The environment must be opened with MDB_NOSYNC: the syncer syncs
+ * explicitly, once for the batches committed since its last fsync when one
+ * of them holds a durable job. */
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
                    struct err *err) MUST_CHECK;
 
