@@ -216,3 +216,28 @@ Test(committer, jobs_queued_in_one_loop_iteration_share_a_transaction)
     for (int i = 0; i <= 10; i++)
         cr_expect_eq(fx.order[i], i);
 }
+
+/* The syncer makes a batch durable while the thread commits the next; a
+ * batch that needs no fsync, committed after a durable one, is told after
+ * it (never before its fsync), and costs no fsync of its own. */
+Test(committer, a_batch_committed_during_an_fsync_is_told_after_the_batch_before)
+{
+    struct job *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    *a = (struct job){ 0 };
+    *b = (struct job){ 1 };
+    cr_assert_eq(committer_submit(fx.c, put_apply, put_done, a, true), 0);
+    event_base_loop(fx.base, EVLOOP_NONBLOCK); /* the thread is told of a */
+    sem_wait(&fx.entered);                     /* a's batch is a alone */
+    cr_assert_eq(committer_submit(fx.c, put_apply, put_done, b, false), 0);
+    event_base_loop(fx.base, EVLOOP_NONBLOCK); /* b is queued behind it */
+    sem_post(&fx.gate);
+    for (int spins = 0; fx.told < 2 && spins < 10000; spins++)
+        event_base_loop(fx.base, EVLOOP_ONCE);
+    cr_assert_eq(fx.told, 2);
+    cr_expect_eq(fx.order[0], 0, "the durable job was not told first");
+    cr_expect_eq(fx.order[1], 1);
+    struct committer_stats st;
+    committer_stats(fx.c, &st);
+    cr_expect_eq(st.batches, 2, "%lu batches", st.batches);
+    cr_expect_eq(st.syncs, 1, "%lu fsyncs for one durable batch", st.syncs);
+}
