@@ -123,13 +123,18 @@
 #                cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build -j2
 #                when missing)
 #   KEEP_TMP     1 keeps the scratch directory (configs, logs, wrk output)
-#   PEER_DATA    where east's and south's data directories live: "same"
-#                (default: beside west's, on one disk) or a directory on
-#                another device, e.g. /dev/shm. West is the region measured;
-#                on a real deployment the other regions sync their own disks,
-#                not west's. On one disk their fsyncs (the hub's decisions,
-#                south's applies) queue with west's; PEER_DATA=/dev/shm
-#                takes that queue out of (a).
+#   PEER_DATA    where east's and south's data directories live: a
+#                directory on another device (default /dev/shm when it is a
+#                writable directory, else "same") or "same" (beside west's,
+#                on one disk). West is the region measured; on a real
+#                deployment the other regions sync their own disks, not
+#                west's. On one disk they write twice what west does (each
+#                stores every document, and the hub its log) and their
+#                fsyncs queue with west's: with ext4's ordered journal, a
+#                file that grows makes an fsync commit the journal, which
+#                flushes the others' new blocks too; west's p99 then reaches
+#                100-400 ms in some orders runs. Session 7 made /dev/shm the
+#                default (before: "same") and measured both.
 #
 # Usage: bench/replication.sh                   (from any directory)
 #        DURATION=5 ROUNDS=1 SAMPLES=50 bench/replication.sh   (quick look)
@@ -151,7 +156,9 @@ DELAY_MS=${DELAY_MS:-20}
 PARTS=${PARTS:-"a b"}
 PIN=${PIN:-1}
 KEEP_TMP=${KEEP_TMP:-0}
-PEER_DATA=${PEER_DATA:-same}
+if [[ -z ${PEER_DATA:-} ]]; then
+    if [[ -d /dev/shm && -w /dev/shm ]]; then PEER_DATA=/dev/shm; else PEER_DATA=same; fi
+fi
 PEER_NICE=${PEER_NICE:-10}
 DOC_BYTES=1024
 PY=/usr/bin/python3
