@@ -76,11 +76,18 @@ static void queue_push(struct job_queue *q, struct job *j)
     q->tail = j;
 }
 
-static struct job *queue_take_all(struct job_queue *q)
+/* Moves everything in `from` to the end of `to` (no walk: the queues are
+ * handed on under the mutex). */
+static void queue_move(struct job_queue *to, struct job_queue *from)
 {
-    struct job *all = q->head;
-    q->head = q->tail = NULL;
-    return all;
+    if (!from->head)
+        return;
+    if (to->tail)
+        to->tail->next = from->head;
+    else
+        to->head = from->head;
+    to->tail = from->tail;
+    from->head = from->tail = NULL;
 }
 
 static void job_run(MDB_txn *parent, struct job *j)
@@ -171,15 +178,6 @@ static void wake(struct committer *c)
     }
 }
 
-static void queue_append(struct job_queue *q, struct job *list)
-{
-    while (list) {
-        struct job *next = list->next;
-        queue_push(q, list);
-        list = next;
-    }
-}
-
 /* The syncer: takes every job committed so far and, when one of their
  * batches asked for it, makes them durable with one fsync (which may also
  * cover what the thread committed meanwhile: harmless); then hands them to
@@ -193,12 +191,13 @@ static void *syncer_main(void *arg)
     for (;;) {
         while (!c->committed.head && !c->sync_stopping)
             pthread_cond_wait(&c->sync_cv, &c->mu);
-        struct job *taken = queue_take_all(&c->committed);
-        if (!taken)
+        struct job_queue taken = { 0 };
+        queue_move(&taken, &c->committed);
+        if (!taken.head)
             break;
         pthread_mutex_unlock(&c->mu);
         bool durable = false;
-        for (struct job *j = taken; j; j = j->next)
+        for (struct job *j = taken.head; j; j = j->next)
             durable |= j->to_sync;
         if (durable) {
             uint64_t t0 = mono_ns();
@@ -206,24 +205,31 @@ static void *syncer_main(void *arg)
             atomic_fetch_add(&c->syncs, 1);
             atomic_fetch_add(&c->sync_ns, (unsigned long)(mono_ns() - t0));
             if (rc != 0)
-                sync_failed(c, taken, rc);
+                sync_failed(c, taken.head, rc);
         }
         pthread_mutex_lock(&c->mu);
-        queue_append(&c->finished, taken);
+        queue_move(&c->finished, &taken);
         wake(c);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
+/* Sets a thread's stop flag, tells it, and waits for it to finish what it
+ * holds. */
+static void stop_and_join(struct committer *c, bool *flag, pthread_cond_t *cv, pthread_t t)
+{
+    pthread_mutex_lock(&c->mu);
+    *flag = true;
+    pthread_cond_signal(cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(t, NULL);
+}
+
 /* Once the thread has stopped: the syncer finishes what was committed. */
 static void syncer_stop(struct committer *c)
 {
-    pthread_mutex_lock(&c->mu);
-    c->sync_stopping = true;
-    pthread_cond_signal(&c->sync_cv);
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->syncer, NULL);
+    stop_and_join(c, &c->sync_stopping, &c->sync_cv, c->syncer);
 }
 
 static void *committer_main(void *arg)
@@ -252,15 +258,16 @@ static void *committer_main(void *arg)
         }
         bool durable = c->queued_durable > 0;
         c->queued_durable = 0;
-        struct job *jobs = queue_take_all(&c->queued);
-        if (!jobs && c->stopping)
+        struct job_queue batch = { 0 };
+        queue_move(&batch, &c->queued);
+        if (!batch.head && c->stopping)
             break;
         pthread_mutex_unlock(&c->mu);
-        batch_apply(c, jobs);
+        batch_apply(c, batch.head);
         pthread_mutex_lock(&c->mu);
         if (durable)
             c->last_durable_ns = mono_ns();
-        queue_append(&c->committed, jobs);
+        queue_move(&c->committed, &batch);
         pthread_cond_signal(&c->sync_cv);
     }
     pthread_mutex_unlock(&c->mu);
@@ -272,17 +279,8 @@ static void *committer_main(void *arg)
 static bool committer_deliver(struct committer *c, size_t max)
 {
     pthread_mutex_lock(&c->mu);
-    struct job *more = queue_take_all(&c->finished);
+    queue_move(&c->delivering, &c->finished);
     pthread_mutex_unlock(&c->mu);
-    if (more) {
-        if (c->delivering.tail)
-            c->delivering.tail->next = more;
-        else
-            c->delivering.head = more;
-        while (more->next)
-            more = more->next;
-        c->delivering.tail = more;
-    }
     for (size_t i = 0; i < max && c->delivering.head; i++) {
         struct job *done = c->delivering.head;
         c->delivering.head = done->next;
@@ -388,11 +386,7 @@ void committer_close(struct committer *c)
 {
     if (!c)
         return;
-    pthread_mutex_lock(&c->mu);
-    c->stopping = true;
-    pthread_cond_signal(&c->cv);
-    pthread_mutex_unlock(&c->mu);
-    pthread_join(c->thread, NULL);
+    stop_and_join(c, &c->stopping, &c->cv, c->thread);
     syncer_stop(c);
     committer_deliver(c, SIZE_MAX);
     event_free(c->kick_ev);

@@ -47,7 +47,8 @@ void committer_close(struct committer *c);
 struct committer_stats {
     unsigned long batches;      /* write transactions */
     unsigned long jobs;         /* jobs run in them */
-    unsigned long syncs;        /* fsyncs (batches holding a durable job) */
+    unsigned long syncs;        /* fsyncs (each covers the batches committed
+                                   before it, one of them holding a durable job) */
     double sync_seconds;        /* time spent in those fsyncs */
     unsigned long gathers;      /* batches needing no fsync held for a durable job */
     double gather_seconds;      /* time they were held */
