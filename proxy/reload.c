@@ -114,10 +114,28 @@ void node_sweep_retired(struct node *n, uint64_t now)
     }
 }
 
-static void refuse(struct node *n, const char *why)
+static void refuse(struct node *n, const char *cause, const char *why)
 {
     n->stats.reloads_refused++;
-    log_error("configuration reload refused, still serving the previous one: %s", why);
+    log_error("configuration reload refused (%s), still serving the previous one: %s", cause,
+              why);
+}
+
+/* Notes the file's identity (inode, size, mtime); true when it differs
+ * from the one noted before. */
+static bool note_file(struct node *n)
+{
+    struct stat st;
+    if (stat(n->conf->path, &st) != 0)
+        return false; /* gone for a moment (being replaced): look again next tick */
+    long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    bool changed = n->watch.ino != st.st_ino || n->watch.size != st.st_size ||
+                   n->watch.mtime_ns != mtime_ns;
+    bool first = n->watch.ino == 0; /* (the file could not be read at start) */
+    n->watch.ino = st.st_ino;
+    n->watch.size = st.st_size;
+    n->watch.mtime_ns = mtime_ns;
+    return changed && !first;
 }
 
 int node_reload(struct node *n, const char *cause)
@@ -125,8 +143,11 @@ int node_reload(struct node *n, const char *cause)
     struct conf *next = NULL;
     struct err err;
     char why[700];
+    /* The file read now is the one the watcher has seen: a SIGHUP after an
+     * edit reloads (or refuses) it once, not once more on the next tick. */
+    note_file(n);
     if (conf_load(n->conf->path, &next, &err) < 0) {
-        refuse(n, err.msg);
+        refuse(n, cause, err.msg);
         return -1;
     }
     if (next->multi_region_writes != n->conf->multi_region_writes) {
@@ -171,7 +192,7 @@ int node_reload(struct node *n, const char *cause)
     return 0;
 refused:
     conf_free(next);
-    refuse(n, why);
+    refuse(n, cause, why);
     return -1;
 }
 
@@ -179,17 +200,7 @@ refused:
  * rewrite in place). */
 void node_watch_config(struct node *n)
 {
-    struct stat st;
-    if (stat(n->conf->path, &st) != 0)
-        return; /* gone for a moment (being replaced): look again next tick */
-    long long mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-    bool changed = n->watch.ino != st.st_ino || n->watch.size != st.st_size ||
-                   n->watch.mtime_ns != mtime_ns;
-    bool first = n->watch.ino == 0; /* (the file could not be read at start) */
-    n->watch.ino = st.st_ino;
-    n->watch.size = st.st_size;
-    n->watch.mtime_ns = mtime_ns;
-    if (changed && !first)
+    if (note_file(n))
         node_reload(n, "the file changed");
 }
 

@@ -394,6 +394,18 @@ class Proc:
     def log(self):
         return tail(self.log_path)
 
+    def log_mark(self):
+        """Where the log ends now: log_lines_since(mark) gives what follows."""
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_lines_since(self, mark):
+        with open(self.log_path, "rb") as f:
+            f.seek(mark)
+            return f.read().decode("utf-8", "replace").splitlines()
+
     def finalize(self):
         if self.proc is not None and self.proc.poll() is None:
             kill_group(self.proc, signal.SIGKILL)

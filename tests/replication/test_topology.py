@@ -552,16 +552,18 @@ def test_changes_a_node_cannot_make_while_running_are_still_refused(make_cluster
     }
     for what, (text, field) in bad.items():
         assert text != good, what
-        lines_before = len(west.log().splitlines())
+        mark = west.log_mark()
         ok_before = rc.config_reloads(west, "ok")
         refused_before = rc.config_reloads(west, "refused")
         rc.Cluster.write_config(west, text)
         west.proc.send_signal(signal.SIGHUP)
-        # The file watcher may refuse the file too: wait for a refusal of
-        # this file (its field named in the log), not for a count.
-        h.poll(lambda: any("reload refused" in ln and field in ln
-                           for ln in west.log().splitlines()[lines_before:]),
-               timeout=5, what=f"{what} refused, naming {field!r} "
+        # The file watcher may refuse the file first, on a tick between the
+        # write and the signal: wait for the SIGHUP's refusal, which names the
+        # field. After it, the watcher does not read this file again, so no
+        # late refusal can land in the next step's counts.
+        h.poll(lambda: any("reload refused (SIGHUP)" in ln and field in ln
+                           for ln in west.log_lines_since(mark)),
+               timeout=5, what=f"{what} refused on SIGHUP, naming {field!r} "
                                f"(log: {west.log().splitlines()[-3:]})")
         assert rc.config_reloads(west, "refused") > refused_before, what
         assert rc.config_reloads(west, "ok") == ok_before, f"{what}: counted as a good reload"
