@@ -46,7 +46,8 @@
 #   device counts: with PEER_DATA=same, east's and south's writes too); "in
 #   west" the mean time from a request's first byte to its answer inside
 #   west (meridian_request_duration_seconds); then requests per fsync, ms
-#   per fsync and transactions per fsync of west's committer
+#   per fsync and transactions per fsync of west's syncer, and ms per
+#   commit (page writes and the data pages' fsync) of its committer
 #   (meridian_commit_*). At a fixed number of connections, req/s is about
 #   CONNECTIONS / (time in west + time outside it: wrk, loopback).
 #   After each orders run:
@@ -336,11 +337,12 @@ else
     SAT_LIST="" LOAD_LIST=""
 fi
 
-node_counters() {  # node_counters URL: "syncs sync_seconds transactions request_seconds_sum requests"
+node_counters() {  # node_counters URL: "syncs sync_seconds transactions request_seconds_sum requests commit_seconds"
     curl -s "$1/_meridian/metrics" | awk '/^meridian_commit_syncs_total/ { n = $2 }
         /^meridian_commit_sync_seconds_total/ { s = $2 } /^meridian_commit_batches_total/ { b = $2 }
         /^meridian_request_duration_seconds_sum/ { rs = $2 } /^meridian_request_duration_seconds_count/ { rc = $2 }
-        END { print n + 0, s + 0, b + 0, rs + 0, rc + 0 }'
+        /^meridian_commit_seconds_total/ { cs = $2 }
+        END { print n + 0, s + 0, b + 0, rs + 0, rc + 0, cs + 0 }'
 }
 # The block device under the scratch directory: its write counters show what
 # reached the disk (the kernel's per-process write_bytes counts whole page-cache
@@ -404,7 +406,8 @@ run_wrk() {  # run_wrk TARGET ROUND_LABEL SECONDS -> sets LAST_RPS LAST_P99 LAST
         split(c, x); split(d, y); f = y[1] - x[1]
         if (n > 0) printf "  disk %.1f KiB/req", (b - a) / 1024 / n
         if (y[5] > x[5]) printf "  in west %.2f ms", 1000 * (y[4] - x[4]) / (y[5] - x[5])
-        if (n > 0 && f > 0) printf "  %.1f req/fsync %.2f ms/fsync %.1f txn/fsync", n / f, 1000 * (y[2] - x[2]) / f, (y[3] - x[3]) / f }')
+        if (n > 0 && f > 0) printf "  %.1f req/fsync %.2f ms/fsync %.1f txn/fsync", n / f, 1000 * (y[2] - x[2]) / f, (y[3] - x[3]) / f
+        if (y[3] > x[3]) printf " %.2f ms/commit", 1000 * (y[6] - x[6]) / (y[3] - x[3]) }')
     [[ -n $non2xx ]] && extra+="  NON-2xx $non2xx"
     [[ -n $sockerr ]] && extra+="  $sockerr"
     printf '  %-7s %-7s %6s req/s  p99 %7s ms  west %4s us/req  cpu%% west %3s east %3s south %3s relays %3s%s%s\n' \

@@ -85,7 +85,7 @@ int journal_open(struct event_base *base, const char *dir, uint32_t region, stru
     if (rc == 0)
         rc = mdb_env_set_mapsize(j->env, JOURNAL_MAP_SIZE);
     if (rc == 0)
-        rc = mdb_env_open(j->env, path, MDB_NOSYNC | MDB_NOTLS, 0644);
+        rc = mdb_env_open(j->env, path, MDB_NOMETASYNC | MDB_NOTLS, 0644);
     if (rc != 0) {
         err_set(err, "replication state in %s: %s", path, mdb_strerror(rc));
         goto fail;

@@ -68,7 +68,7 @@ int journal_open(struct event_base *base, const char *dir, uint32_t region, stru
                  struct err *err) MUST_CHECK;
 /* The journal's databases (named "journal.*") inside another part's
  * environment, its jobs on that part's committer (the environment must be
- * opened with MDB_NOSYNC); journal_close then leaves both open. */
+ * opened as committer.h says); journal_close then leaves both open. */
 int journal_open_in(MDB_env *env, struct committer *c, uint32_t region, struct journal **out,
                     struct err *err) MUST_CHECK;
 void journal_close(struct journal *j);

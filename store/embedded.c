@@ -1035,8 +1035,8 @@ static int embedded_env_open(struct embedded *st, const char *dir, size_t map_si
     if ((rc = mdb_env_set_mapsize(st->env, map_size)) != 0 ||
         (rc = mdb_env_set_maxdbs(st->env, EMBEDDED_MAX_DBS)) != 0 ||
         /* MDB_NOTLS: the read txn belongs to the loop, not to a thread slot.
-         * MDB_NOSYNC: the committer syncs, once per batch. */
-        (rc = mdb_env_open(st->env, dir, MDB_NOTLS | MDB_NOSYNC, 0644)) != 0) {
+         * MDB_NOMETASYNC: see committer.h. */
+        (rc = mdb_env_open(st->env, dir, MDB_NOTLS | MDB_NOMETASYNC, 0644)) != 0) {
         err_set(err, "cannot open the store in %s: %s", dir, mdb_strerror(rc));
         goto fail;
     }

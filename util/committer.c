@@ -52,7 +52,7 @@ struct committer {
     struct event *kick_ev;      /* tells the thread of the jobs queued in this loop
                                    iteration, once, after its other callbacks */
     bool kick_pending;          /* loop only */
-    atomic_ulong batches, jobs, syncs, sync_ns, gathers, gather_ns;
+    atomic_ulong batches, jobs, commit_ns, syncs, sync_ns, gathers, gather_ns;
     size_t queued_durable;      /* durable jobs among `queued` */
     uint64_t last_durable_ns;   /* when the last durable batch was done (thread only) */
     atomic_int failed;          /* the last batch failed to commit */
@@ -155,7 +155,9 @@ static void batch_apply(struct committer *c, struct job *batch)
             durable |= j->durable;
             atomic_fetch_add(&c->jobs, 1);
         }
-        rc = mdb_txn_commit(txn);
+        uint64_t t0 = mono_ns();
+        rc = mdb_txn_commit(txn); /* writes the pages, fsyncs them, writes the meta page */
+        atomic_fetch_add(&c->commit_ns, (unsigned long)(mono_ns() - t0));
     }
     if (rc != 0) {
         char why[200];
@@ -403,6 +405,7 @@ void committer_stats(const struct committer *c, struct committer_stats *out)
     struct committer *m = (struct committer *)c;
     *out = (struct committer_stats){ .batches = atomic_load(&m->batches),
                                      .jobs = atomic_load(&m->jobs),
+                                     .commit_seconds = atomic_load(&m->commit_ns) / 1e9,
                                      .syncs = atomic_load(&m->syncs),
                                      .sync_seconds = atomic_load(&m->sync_ns) / 1e9,
                                      .gathers = atomic_load(&m->gathers),

@@ -24,9 +24,12 @@ typedef int (*committer_apply_fn)(MDB_txn *txn, void *arg, struct err *err);
  * (rc 0) or failed (rc -1, reason says why). */
 typedef void (*committer_done_fn)(void *arg, int rc, const char *reason);
 
-/* The environment must be opened with MDB_NOSYNC: the syncer syncs
- * explicitly, once for the batches committed since its last fsync when one
- * of them holds a durable job. */
+/* The environment must be opened with MDB_NOMETASYNC: each commit then
+ * fsyncs its data pages before it writes the meta page that points to them
+ * (so no power loss can leave a meta page on disk without its data), and
+ * the syncer fsyncs once more, for the meta pages, for the batches
+ * committed since its last fsync when one of them holds a durable job. The
+ * next commit's data fsync covers them too. */
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
                    struct err *err) MUST_CHECK;
 
@@ -47,6 +50,8 @@ void committer_close(struct committer *c);
 struct committer_stats {
     unsigned long batches;      /* write transactions */
     unsigned long jobs;         /* jobs run in them */
+    double commit_seconds;      /* time in their commits (page writes and the
+                                   fsync of the data pages) */
     unsigned long syncs;        /* fsyncs (each covers the batches committed
                                    before it, one of them holding a durable job) */
     double sync_seconds;        /* time spent in those fsyncs */

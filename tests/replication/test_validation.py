@@ -105,6 +105,7 @@ def test_non_object_and_forged_bodies_are_refused_and_never_journaled(make_clust
         jobs = h.metric_sum(metrics, "meridian_commit_jobs_total")
         assert 1 <= syncs <= batches <= jobs, (r.name, syncs, batches, jobs)
         assert h.metric_sum(metrics, "meridian_commit_sync_seconds_total") > 0, r.name
+        assert h.metric_sum(metrics, "meridian_commit_seconds_total") > 0, r.name
         # Transactions held back for a durable job: each for 1 ms at most
         # (plus the time to be scheduled again, on a loaded machine).
         assert h.metric_present(metrics, "meridian_commit_gathers_total"), r.name
