@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config
       libevent-dev libmbedtls-dev liblmdb-dev libjansson-dev libyaml-dev duktape-dev
       node-llhttp libcriterion-dev
-      python3 python3-pytest curl nginx-light haproxy wrk)
+      python3 python3-pytest curl nginx-light haproxy wrk strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -7,8 +7,12 @@ stored document with `_ts` and its metadata object `_meridian` (DESIGN.md,
 write path step 3), which the tests check separately."""
 
 import json
+import os
 import random
+import re
+import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -409,3 +413,94 @@ def test_data_dir_option_overrides_the_config(meridian, tmp_path):
     node.extra_args = ["--data-dir", str(elsewhere)]
     node.start()
     assert body_of(node.get("/orders/dd")) == {"tenantId": "t", "id": "dd"}
+
+
+# ------------------------------------------------------------ power loss
+
+STRACE_CALL = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)$")
+
+
+def syscalls_of(trace, file_suffix):
+    """strace -f -y output -> [(start, end, name, args)] of the calls on the
+    file whose path ends with file_suffix, start and end being the lines where
+    the call was entered and returned (a call another thread interrupted is
+    printed "<unfinished ...>", then "<... name resumed>")."""
+    calls, open_calls = [], {}
+    for i, line in enumerate(trace):
+        m = STRACE_CALL.match(line)
+        if not m:
+            continue
+        pid, resumed, name, rest = m.group(1), m.group(2), m.group(3), m.group(4)
+        if resumed:
+            start, name, args = open_calls.pop((pid, resumed))
+            calls.append((start, i, name, args))
+        elif rest.endswith("<unfinished ...>"):
+            open_calls[(pid, name)] = (i, name, rest)
+        else:
+            calls.append((i, i, name, rest))
+    return [c for c in calls if re.match(r"\d+<[^>]*" + re.escape(file_suffix) + ">", c[3])]
+
+
+def test_no_meta_page_is_written_before_the_data_pages_it_points_to_are_synced(meridian, tmp_path):
+    """LMDB's meta page names the root of the tree a transaction wrote: if it
+    reached the disk before those pages did (a power loss during the fsync),
+    the store could not be opened again. Under strace, every meta-page write
+    to data.mdb (a pwrite shorter than a page into the first two pages) must
+    come after an fsync that began after the last data-page write returned,
+    and the last meta page must be synced too."""
+    node = meridian("embedded")
+    out = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(["strace", "-f", "-y", "-s", "0", "-o", str(out), "-p", str(node.proc.pid),
+                               "-e", "trace=pwrite64,pwritev,pwritev2,writev,write,fdatasync,fsync"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        def attached():
+            assert tracer.poll() is None, f"strace could not attach: {tracer.stderr.read().decode()}"
+            tasks = list(Path(f"/proc/{node.proc.pid}/task").iterdir())
+            return len(tasks) >= 3 and all(  # the loop, the committer, the syncer
+                re.search(r"^TracerPid:\s*[1-9]", (t / "status").read_text(), re.M) for t in tasks)
+        h.poll(attached, timeout=10, what="strace attached to every thread")
+
+        def writer(w):
+            for i in range(15):
+                r = put(node, f"/orders/pl-{w}-{i}", {"tenantId": "t", "n": i, "pad": "x" * 900})
+                assert r.status == 201, r
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        tracer.terminate()  # detaches
+        tracer.wait(10)
+    calls = syscalls_of(out.read_text().splitlines(), "/data.mdb")
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def is_meta(name, args):  # pwrite64(fd<path>, buf, count, offset) = n
+        if name != "pwrite64":
+            return False
+        body = args.split(">", 1)[1].split(")")[0].split("<unfinished")[0]
+        count, offset = [int(x) for x in re.findall(r"\d+", body)][-2:]
+        return offset < 2 * page and count < page
+
+    metas, datas, violations = 0, 0, []
+    last_data_end = None   # the line where the last data-page write returned
+    syncs = [(s, e) for s, e, name, _ in calls if name in ("fdatasync", "fsync")]
+    for start, end, name, args in sorted(calls):
+        if name in ("fdatasync", "fsync"):
+            continue
+        if not is_meta(name, args):
+            datas += 1
+            last_data_end = end
+            continue
+        metas += 1
+        if last_data_end is not None and not any(s > last_data_end and e < start for s, e in syncs):
+            violations.append((start, args))
+        last_data_end = None
+    assert datas >= 10 and metas >= 10, f"too few LMDB writes traced ({datas} data, {metas} meta)"
+    assert not violations, (f"{len(violations)} of {metas} meta-page writes came before the data "
+                            f"they point to was synced, e.g. trace line {violations[0][0]}")
+    # The last meta page was synced too (the syncer's fsync, before the answers).
+    last_meta = max(s for s, _, name, args in calls if is_meta(name, args))
+    assert any(s > last_meta for s, _ in syncs), "the last meta-page write was never synced"
