@@ -326,8 +326,9 @@ void applier_take_decided(struct repl *r, struct confirm_batch *b)
 }
 
 /* The entry in memory (the follower's, or the hub's decision) that comes
- * right after the last one dispatched, if there is one; entries already
- * dispatched are dropped on the way. */
+ * right after the last one dispatched, if there is one and it is stored or
+ * handed to the committer to be stored; entries already dispatched are
+ * dropped on the way. */
 static struct fresh_entry *apply_fresh(struct repl *r)
 {
     struct fresh_entry *f;
@@ -339,13 +340,19 @@ static struct fresh_entry *apply_fresh(struct repl *r)
     }
     if (!r->fresh_head)
         r->fresh_tail = NULL;
-    return f && f->prev == r->apply_dispatched ? f : NULL;
+    uint64_t storing = r->follow_submitted > r->j->stored_crts ? r->follow_submitted
+                                                               : r->j->stored_crts;
+    return f && f->prev == r->apply_dispatched && f->e.crts <= storing ? f : NULL;
 }
 
 /* Takes up the next entry after the last one dispatched: the follower's
- * copy when it has it (it may not be stored yet: then the entry is applied
- * first, and a crash in between fetches it again and finds it applied),
- * else read from the log. */
+ * copy when it has it, else read from the log. The follower's copy is taken
+ * only once its store job is queued: the committer runs jobs in order, so
+ * an entry is never applied in a transaction before the one that stores
+ * it. (Applying first would be undone by nothing after a crash in between:
+ * applying an own write's decision drops its journal entry, and if the hub
+ * that decided it is then lost, as in a takeover after a restart, neither
+ * the decision nor the write is left anywhere to decide again.) */
 static bool apply_dispatch(struct repl *r)
 {
     struct apply_op *op = calloc(1, sizeof *op);

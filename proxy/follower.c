@@ -95,13 +95,16 @@ static void store_done(void *arg, int rc, const char *reason)
          * so none is skipped. */
         r->follow_batch.len = 0;
         r->follow_batch_n = 0;
+        r->follow_submitted = r->j->stored_crts;
         r->follow_paused = false;
         upstream_cancel(r->follow);
         follow_retry(r, NULL);
         return;
     }
-    if (r->follow_batch.len && !r->closing)
+    if (r->follow_batch.len && !r->closing) {
         follow_store(r);
+        applier_kick(r); /* the fresh entries it holds may be applied now */
+    }
     if (r->follow_paused && r->follow_batch.len < FOLLOW_BUFFER_MAX / 2) {
         r->follow_paused = false;
         upstream_resume(r->follow);
@@ -123,7 +126,9 @@ static void follow_store(struct repl *r)
         r->follow_storing = false;
         free(sj->lines);
         free(sj);
+        return;
     }
+    r->follow_submitted = sj->last;
 }
 
 /* A heartbeat line: the hub's clock and log position; or the line that

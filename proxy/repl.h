@@ -137,6 +137,8 @@ struct repl {
     struct sbuf follow_buf;        /* bytes of a line not yet complete */
     struct sbuf follow_batch;      /* complete lines waiting to be stored */
     uint64_t follow_batch_last;    /* crts of the batch's last line */
+    uint64_t follow_submitted;     /* crts of the last line handed to the committer
+                                      to store: no fresh entry after it is applied */
     size_t follow_batch_n;
     bool follow_storing, follow_paused;
     struct fresh_entry *fresh_head, *fresh_tail; /* received, in log order */

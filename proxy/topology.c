@@ -45,6 +45,8 @@ struct survey_call {
     uint32_t region;
     struct upstream_pool *pool;
     struct backend_call *call;
+    bool answered;
+    uint64_t again_ms;  /* a failed question is asked again from then on */
 };
 
 struct topology {
@@ -331,24 +333,49 @@ static void fence_answer(void *arg, const struct backend_answer *a)
 
 static void survey_done(struct topology *t);
 
+static void survey_ask(struct survey_call *sc);
+
 static void survey_answer(void *arg, const struct backend_answer *a)
 {
     struct survey_call *sc = arg;
     struct topology *t = sc->t;
     sc->call = NULL;
-    if (a->status == 200 && t->phase == TK_SURVEY) {
-        json_t *j = json_loadb(a->body, a->body_len, 0, NULL);
-        uint64_t stored = (uint64_t)json_integer_value(json_object_get(j, "stored_crts"));
-        json_decref(j);
-        log_info("taking over as hub: region %s holds the log up to crts %llu",
-                 repl_region_name(t->r, sc->region), (unsigned long long)stored);
-        if (stored > t->target) {
-            t->target = stored;
-            t->source = sc->region;
-        }
+    if (t->phase != TK_SURVEY)
+        return;
+    if (a->status != 200) {
+        /* A region that does not answer in the survey's time is left out,
+         * and its log may then hold decisions the new hub's does not (it
+         * diverges): a failed question is not its answer. */
+        char why[300];
+        if (a->status)
+            snprintf(why, sizeof why, "answered %d %.*s", a->status,
+                     (int)(a->body_len < 200 ? a->body_len : 200), a->body);
+        else
+            snprintf(why, sizeof why, "%s", a->error ? a->error : "no answer");
+        log_warn("taking over as hub: asking region %s for its log position: %s; asking again",
+                 repl_region_name(t->r, sc->region), why);
+        sc->again_ms = node_now_ms(t->r->node) + TAKEOVER_POLL_MS / 2;
+        return;
     }
-    if (--t->survey_left == 0 && t->phase == TK_SURVEY)
+    sc->answered = true;
+    json_t *j = json_loadb(a->body, a->body_len, 0, NULL);
+    uint64_t stored = (uint64_t)json_integer_value(json_object_get(j, "stored_crts"));
+    json_decref(j);
+    log_info("taking over as hub: region %s holds the log up to crts %llu",
+             repl_region_name(t->r, sc->region), (unsigned long long)stored);
+    if (stored > t->target) {
+        t->target = stored;
+        t->source = sc->region;
+    }
+    if (--t->survey_left == 0)
         survey_done(t);
+}
+
+static void survey_ask(struct survey_call *sc)
+{
+    sc->again_ms = 0;
+    sc->call = backend_http(sc->t->r->node, sc->pool, "GET", "/_meridian/v1/status", NULL, 0,
+                            survey_answer, sc);
 }
 
 static void survey_cancel(struct topology *t)
@@ -390,7 +417,7 @@ static void survey_start(struct repl *r)
         if (!pool)
             continue;
         struct survey_call *sc = &t->survey[t->n_survey++];
-        *sc = (struct survey_call){ t, g->id, pool, NULL };
+        *sc = (struct survey_call){ t, g->id, pool, NULL, false, 0 };
         t->survey_left++;
     }
     if (!t->survey_left) {
@@ -398,10 +425,8 @@ static void survey_start(struct repl *r)
         return;
     }
     /* Sent after counting, since an answer may come at once. */
-    for (size_t i = 0, n = t->n_survey; i < n; i++)
-        t->survey[i].call = backend_http(r->node, t->survey[i].pool, "GET",
-                                         "/_meridian/v1/status", NULL, 0, survey_answer,
-                                         &t->survey[i]);
+    for (size_t i = 0, n = t->n_survey; i < n && t->phase == TK_SURVEY; i++)
+        survey_ask(&t->survey[i]);
 }
 
 static void takeover_tick(struct repl *r, uint64_t now)
@@ -423,8 +448,18 @@ static void takeover_tick(struct repl *r, uint64_t now)
                                          NULL, 0, fence_answer, t);
         return;
     case TK_SURVEY:
-        if (now - t->phase_ms >= TAKEOVER_SURVEY_MS)
+        if (now - t->phase_ms >= TAKEOVER_SURVEY_MS) {
+            for (size_t i = 0; i < t->n_survey; i++)
+                if (!t->survey[i].answered)
+                    log_warn("taking over as hub: region %s did not tell its log position in "
+                             "%d ms: left out", repl_region_name(r, t->survey[i].region),
+                             TAKEOVER_SURVEY_MS);
             survey_done(t);
+            return;
+        }
+        for (size_t i = 0; i < t->n_survey; i++)
+            if (t->survey[i].again_ms && now >= t->survey[i].again_ms && !t->survey[i].call)
+                survey_ask(&t->survey[i]);
         return;
     case TK_CATCHUP:
         if (r->j->stored_crts >= t->target) {

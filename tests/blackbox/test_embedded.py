@@ -448,8 +448,9 @@ def test_no_meta_page_is_written_before_the_data_pages_it_points_to_are_synced(
     reached the disk before those pages did (a power loss during the fsync),
     the store could not be opened again. Under strace, every meta-page write
     to data.mdb (a pwrite shorter than a page into the first two pages) must
-    come after an fsync that began after the last data-page write returned,
-    and the last meta page must be synced too. With the embedded store that
+    come after an fsync that began after the last data-page write returned.
+    (Whether the meta page is synced before a write is answered is the
+    syncer's part, counted by test_validation.) With the embedded store that
     is the store's environment (the journal's databases are in it); with an
     HTTP backend, the journal's own."""
     route = "/orders/" if backend == "embedded" else "/dav/orders/"  # nginx's WebDAV location
@@ -511,6 +512,3 @@ def test_no_meta_page_is_written_before_the_data_pages_it_points_to_are_synced(
     assert datas >= 10 and metas >= 10, f"too few LMDB writes traced ({datas} data, {metas} meta)"
     assert not violations, (f"{len(violations)} of {metas} meta-page writes came before the data "
                             f"they point to was synced, e.g. trace line {violations[0][0]}")
-    # The last meta page was synced too (the syncer's fsync, before the answers).
-    last_meta = max(s for s, _, name, args in calls if is_meta(name, args))
-    assert any(s > last_meta for s, _ in syncs), "the last meta-page write was never synced"
