@@ -712,6 +712,7 @@ int repl_render(struct repl *r, struct sbuf *out)
         render_value(out, "meridian_commit_seconds_total", "counter", "Time in those transactions' commits (page writes, the fsync of the data pages before the meta page is written).", cs.commit_seconds, region) < 0 ||
         render_counter(out, "meridian_commit_syncs_total", "The syncer's fsyncs of the committer's environment (for the meta pages of transactions holding a durable job).", cs.syncs, region) < 0 ||
         render_value(out, "meridian_commit_sync_seconds_total", "counter", "Time spent in those fsyncs.", cs.sync_seconds, region) < 0 ||
+        render_counter(out, "meridian_commit_syncs_covered_total", "Times the syncer needed no fsync: the next transaction's commit, which fsyncs its data pages, made what it held durable.", cs.covered, region) < 0 ||
         render_counter(out, "meridian_commit_gathers_total", "Transactions of jobs needing no fsync held back (up to 1 ms) to share the next durable job's.", cs.gathers, region) < 0 ||
         render_value(out, "meridian_commit_gather_seconds_total", "counter", "Time those transactions were held back.", cs.gather_seconds, region) < 0 ||
         render_counter(out, "meridian_writes_committed_total", "Container writes committed in this region.", st->writes_committed, region) < 0 ||

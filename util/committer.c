@@ -25,6 +25,7 @@ struct job {
     void *arg;
     bool durable;
     bool to_sync;               /* in a committed batch that holds a durable job */
+    size_t txnid;               /* of that batch */
     int rc;
     char reason[600];
 };
@@ -52,10 +53,13 @@ struct committer {
     struct event *kick_ev;      /* tells the thread of the jobs queued in this loop
                                    iteration, once, after its other callbacks */
     bool kick_pending;          /* loop only */
-    atomic_ulong batches, jobs, commit_ns, syncs, sync_ns, gathers, gather_ns;
+    atomic_ulong batches, jobs, commit_ns, syncs, sync_ns, covered, gathers, gather_ns;
     size_t queued_durable;      /* durable jobs among `queued` */
     uint64_t last_durable_ns;   /* when the last durable batch was done (thread only) */
     atomic_int failed;          /* the last batch failed to commit */
+    size_t written_txnid;       /* the last transaction whose commit wrote and
+                                   fsynced its pages (under mu) */
+    bool busy;                  /* the thread holds a batch (under mu) */
     char last_error[256];       /* under mu */
 };
 
@@ -144,10 +148,11 @@ static void sync_failed(struct committer *c, struct job *jobs, int rc)
 
 /* One transaction for everything queued, committed without an fsync (the
  * syncer does that: it marks the jobs to_sync when one asked for it). */
-static void batch_apply(struct committer *c, struct job *batch)
+static size_t batch_apply(struct committer *c, struct job *batch)
 {
     MDB_txn *txn;
     bool durable = false;
+    size_t id = 0;
     int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
     if (rc == 0) {
         for (struct job *j = batch; j; j = j->next) {
@@ -156,6 +161,7 @@ static void batch_apply(struct committer *c, struct job *batch)
             atomic_fetch_add(&c->jobs, 1);
         }
         uint64_t t0 = mono_ns();
+        id = mdb_txn_id(txn);
         rc = mdb_txn_commit(txn); /* writes the pages, fsyncs them, writes the meta page */
         atomic_fetch_add(&c->commit_ns, (unsigned long)(mono_ns() - t0));
     }
@@ -168,8 +174,13 @@ static void batch_apply(struct committer *c, struct job *batch)
         atomic_store(&c->failed, 0);
     }
     atomic_fetch_add(&c->batches, 1);
-    for (struct job *j = batch; j; j = j->next)
+    for (struct job *j = batch; j; j = j->next) {
         j->to_sync = rc == 0 && durable;
+        j->txnid = id;
+    }
+    MDB_envinfo info;
+    /* A commit with nothing to write writes nothing, and fsyncs nothing. */
+    return rc == 0 && mdb_env_info(c->env, &info) == 0 && info.me_last_txnid == id ? id : 0;
 }
 
 static void wake(struct committer *c)
@@ -181,11 +192,11 @@ static void wake(struct committer *c)
 }
 
 /* The syncer: takes every job committed so far and, when one of their
- * batches asked for it, makes them durable with one fsync (which may also
- * cover what the thread committed meanwhile: harmless); then hands them to
- * the loop in commit order. So the fsync of one batch overlaps the building
- * and commit of the next, and a batch that needs no fsync still waits for
- * the ones committed before it. */
+ * batches asked for it, makes their meta pages durable: by the thread's
+ * next commit if the thread is committing (its data fsync comes after them),
+ * else with one fsync of its own; then hands them to the loop in commit
+ * order. So a batch's meta page costs no fsync of its own under load, and a
+ * batch that needs no fsync still waits for the ones committed before it. */
 static void *syncer_main(void *arg)
 {
     struct committer *c = arg;
@@ -197,10 +208,23 @@ static void *syncer_main(void *arg)
         queue_move(&taken, &c->committed);
         if (!taken.head)
             break;
-        pthread_mutex_unlock(&c->mu);
         bool durable = false;
+        size_t upto = 0;
         for (struct job *j = taken.head; j; j = j->next)
-            durable |= j->to_sync;
+            if (j->to_sync) {
+                durable = true;
+                upto = j->txnid > upto ? j->txnid : upto;
+            }
+        /* The thread's next commit fsyncs its data pages after these meta
+         * pages were written: while it is committing, wait for that rather
+         * than fsync beside it. */
+        while (durable && c->written_txnid <= upto && c->busy)
+            pthread_cond_wait(&c->sync_cv, &c->mu);
+        if (durable && c->written_txnid > upto) {
+            durable = false;
+            atomic_fetch_add(&c->covered, 1);
+        }
+        pthread_mutex_unlock(&c->mu);
         if (durable) {
             uint64_t t0 = mono_ns();
             int rc = mdb_env_sync(c->env, 1);
@@ -264,9 +288,13 @@ static void *committer_main(void *arg)
         queue_move(&batch, &c->queued);
         if (!batch.head && c->stopping)
             break;
+        c->busy = true;
         pthread_mutex_unlock(&c->mu);
-        batch_apply(c, batch.head);
+        size_t written = batch_apply(c, batch.head);
         pthread_mutex_lock(&c->mu);
+        c->busy = false;
+        if (written)
+            c->written_txnid = written;
         if (durable)
             c->last_durable_ns = mono_ns();
         queue_move(&c->committed, &batch);
@@ -408,6 +436,7 @@ void committer_stats(const struct committer *c, struct committer_stats *out)
                                      .commit_seconds = atomic_load(&m->commit_ns) / 1e9,
                                      .syncs = atomic_load(&m->syncs),
                                      .sync_seconds = atomic_load(&m->sync_ns) / 1e9,
+                                     .covered = atomic_load(&m->covered),
                                      .gathers = atomic_load(&m->gathers),
                                      .gather_seconds = atomic_load(&m->gather_ns) / 1e9 };
 }

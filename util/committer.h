@@ -26,10 +26,10 @@ typedef void (*committer_done_fn)(void *arg, int rc, const char *reason);
 
 /* The environment must be opened with MDB_NOMETASYNC: each commit then
  * fsyncs its data pages before it writes the meta page that points to them
- * (so no power loss can leave a meta page on disk without its data), and
- * the syncer fsyncs once more, for the meta pages, for the batches
- * committed since its last fsync when one of them holds a durable job. The
- * next commit's data fsync covers them too. */
+ * (so no power loss can leave a meta page on disk without its data). The
+ * meta pages of batches holding a durable job are made durable by the next
+ * commit's data fsync when the thread is committing one, else by an fsync
+ * of the syncer's. */
 int committer_open(struct event_base *base, MDB_env *env, struct committer **out,
                    struct err *err) MUST_CHECK;
 
@@ -55,6 +55,8 @@ struct committer_stats {
     unsigned long syncs;        /* fsyncs (each covers the batches committed
                                    before it, one of them holding a durable job) */
     double sync_seconds;        /* time spent in those fsyncs */
+    unsigned long covered;      /* times the syncer needed no fsync: the next
+                                   commit's data fsync covered what it held */
     unsigned long gathers;      /* batches needing no fsync held for a durable job */
     double gather_seconds;      /* time they were held */
 };
