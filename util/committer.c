@@ -24,8 +24,8 @@ struct job {
     committer_done_fn done;
     void *arg;
     bool durable;
-    bool to_sync;               /* in a committed batch that holds a durable job */
-    size_t txnid;               /* of that batch */
+    size_t sync_txnid;          /* its batch's transaction, when the batch
+                                   committed and holds a durable job; else 0 */
     int rc;
     char reason[600];
 };
@@ -37,8 +37,8 @@ struct job_queue {
 struct committer {
     MDB_env *env;
     pthread_t thread;
-    pthread_t syncer;           /* fsyncs committed batches while the thread
-                                   builds the next transaction */
+    pthread_t syncer;           /* sees committed batches' meta pages made
+                                   durable, while the thread commits the next */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_cond_t sync_cv;     /* the syncer's: batches to sync, or stop */
@@ -139,15 +139,17 @@ static void sync_failed(struct committer *c, struct job *jobs, int rc)
     char why[200];
     snprintf(why, sizeof why, "fsync failed: %s", mdb_strerror(rc));
     for (struct job *j = jobs; j; j = j->next)
-        if (j->to_sync) {
+        if (j->sync_txnid) {
             j->rc = -1;
             snprintf(j->reason, sizeof j->reason, "%s", why);
         }
     note_error(c, why);
 }
 
-/* One transaction for everything queued, committed without an fsync (the
- * syncer does that: it marks the jobs to_sync when one asked for it). */
+/* One transaction for everything queued; its commit fsyncs the data pages
+ * before it writes the meta page, which the syncer then sees made durable
+ * (the jobs carry sync_txnid when one asked for it). Returns the
+ * transaction's id if the commit wrote (and so fsynced) anything, else 0. */
 static size_t batch_apply(struct committer *c, struct job *batch)
 {
     MDB_txn *txn;
@@ -174,10 +176,8 @@ static size_t batch_apply(struct committer *c, struct job *batch)
         atomic_store(&c->failed, 0);
     }
     atomic_fetch_add(&c->batches, 1);
-    for (struct job *j = batch; j; j = j->next) {
-        j->to_sync = rc == 0 && durable;
-        j->txnid = id;
-    }
+    for (struct job *j = batch; j; j = j->next)
+        j->sync_txnid = rc == 0 && durable ? id : 0;
     MDB_envinfo info;
     /* A commit with nothing to write writes nothing, and fsyncs nothing. */
     return rc == 0 && mdb_env_info(c->env, &info) == 0 && info.me_last_txnid == id ? id : 0;
@@ -208,22 +208,17 @@ static void *syncer_main(void *arg)
         queue_move(&taken, &c->committed);
         if (!taken.head)
             break;
-        bool durable = false;
-        size_t upto = 0;
+        size_t upto = 0; /* the last transaction whose meta page must be durable */
         for (struct job *j = taken.head; j; j = j->next)
-            if (j->to_sync) {
-                durable = true;
-                upto = j->txnid > upto ? j->txnid : upto;
-            }
+            upto = j->sync_txnid > upto ? j->sync_txnid : upto;
         /* The thread's next commit fsyncs its data pages after these meta
          * pages were written: while it is committing, wait for that rather
          * than fsync beside it. */
-        while (durable && c->written_txnid <= upto && c->busy)
+        while (upto && c->written_txnid <= upto && c->busy)
             pthread_cond_wait(&c->sync_cv, &c->mu);
-        if (durable && c->written_txnid > upto) {
-            durable = false;
+        bool durable = upto && c->written_txnid <= upto;
+        if (upto && !durable)
             atomic_fetch_add(&c->covered, 1);
-        }
         pthread_mutex_unlock(&c->mu);
         if (durable) {
             uint64_t t0 = mono_ns();

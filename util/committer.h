@@ -1,8 +1,8 @@
 /* committer: one thread that applies queued LMDB jobs in shared write
- * transactions (many jobs, one commit) and a syncer thread that makes the
- * committed ones durable (at most one fsync per batch, overlapping the next
- * transaction) and hands each job's result back to the event loop, in
- * order. Owns the threads and their queues, not the environment. Never
+ * transactions (many jobs, one commit) and a syncer thread that sees the
+ * committed ones made durable (by the next commit's fsync, or at most one
+ * of its own per batch) and hands each job's result back to the event
+ * loop, in order. Owns the threads and their queues, not the environment. Never
  * runs a completion off the loop thread; never lets one failing job undo
  * another (each job runs in a nested transaction). */
 #ifndef MERIDIAN_COMMITTER_H
