@@ -193,10 +193,9 @@ static json_t *version_or_null(struct version v)
 }
 
 /* A conflict as the feed shows it, from the confirmed-log entry that filed
- * it; NULL when `id` is not a filed entry of `container`. */
-static json_t *conflict_json(struct repl *r, const char *container, uint64_t id)
+ * it, read in txn; NULL when `id` is not a filed entry of `container`. */
+static json_t *conflict_json(struct repl *r, MDB_txn *txn, const char *container, uint64_t id)
 {
-    MDB_txn *txn = journal_rtxn(r->j);
     struct clog_entry e;
     struct err err;
     if (!txn || journal_clog_get(txn, r->j, id, &e, &err) < 0)
@@ -222,6 +221,7 @@ static json_t *conflict_json(struct repl *r, const char *container, uint64_t id)
 
 struct feed_page {
     struct repl *r;
+    MDB_txn *txn;
     const char *container;
     json_t *list;
     size_t limit;
@@ -231,7 +231,7 @@ struct feed_page {
 static int feed_page_one(void *arg, uint64_t id)
 {
     struct feed_page *fp = arg;
-    json_t *j = conflict_json(fp->r, fp->container, id);
+    json_t *j = conflict_json(fp->r, fp->txn, fp->container, id);
     if (j)
         json_array_append_new(fp->list, j);
     fp->last = id;
@@ -249,8 +249,10 @@ static void feed_list(struct repl *r, struct downstream *c, const struct conf_co
                                "_conflicts takes after=ID and limit=N (1..1000), both decimal");
         return;
     }
-    struct feed_page fp = { r, ct->name, json_array(), limit, after };
-    feed_scan(r->j, ct->name, after, feed_page_one, &fp);
+    struct feed_page fp = { r, journal_rtxn(r->j), ct->name, json_array(), limit, after };
+    if (fp.txn)
+        feed_scan(fp.txn, r->j, ct->name, after, feed_page_one, &fp);
+    journal_rtxn_done(r->j);
     repl_reply_json(c, 200, json_pack("{s:s,s:o,s:I}", "container", ct->name, "conflicts", fp.list,
                                  "last", (json_int_t)fp.last));
 }
@@ -259,7 +261,12 @@ static void feed_one(struct repl *r, struct downstream *c, const struct conf_con
                      uint64_t id)
 {
     char key[512];
-    json_t *j = feed_get(r->j, id, key, sizeof key) ? conflict_json(r, ct->name, id) : NULL;
+    json_t *j = NULL;
+    if (feed_get(r->j, id, key, sizeof key)) {
+        MDB_txn *txn = journal_rtxn(r->j);
+        j = txn ? conflict_json(r, txn, ct->name, id) : NULL;
+        journal_rtxn_done(r->j);
+    }
     if (!j) {
         char why[200];
         snprintf(why, sizeof why, "container '%s' has no conflict %llu in its feed", ct->name,

@@ -523,6 +523,7 @@ int topology_init(struct repl *r, struct err *err)
      * while it joined, which goes on from what it stored). */
     bool fresh = r->j->next_lsn == 1 && (!txn || journal_get_meta(txn, r->j, "joined") == 0);
     r->history_from = txn ? journal_get_meta(txn, r->j, "history_from") : 0;
+    journal_rtxn_done(r->j);
     r->state = REGION_SERVING;
     if (!r->is_hub) {
         r->state = fresh ? REGION_JOINING : REGION_SERVING;

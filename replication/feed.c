@@ -53,10 +53,13 @@ size_t feed_get(struct journal *j, uint64_t id, char *key, size_t cap)
     unsigned char kb[8];
     journal_u64_key(kb, id);
     MDB_val k = { 8, kb }, v;
-    if (!txn || mdb_get(txn, j->conflicts, &k, &v) != 0 || v.mv_size > cap)
-        return 0;
-    memcpy(key, v.mv_data, v.mv_size);
-    return v.mv_size;
+    size_t n = 0;
+    if (txn && mdb_get(txn, j->conflicts, &k, &v) == 0 && v.mv_size <= cap) {
+        memcpy(key, v.mv_data, v.mv_size);
+        n = v.mv_size;
+    }
+    journal_rtxn_done(j);
+    return n;
 }
 
 struct container_scan {
@@ -74,10 +77,9 @@ static int container_scan_one(void *arg, uint64_t id, const MDB_val *v)
     return cs->cb(cs->arg, id);
 }
 
-int feed_scan(struct journal *j, const char *container, uint64_t after,
+int feed_scan(MDB_txn *txn, struct journal *j, const char *container, uint64_t after,
               int (*cb)(void *arg, uint64_t id), void *arg)
 {
-    MDB_txn *txn = journal_rtxn(j);
     struct container_scan cs = { container, strlen(container), cb, arg };
     return txn ? journal_scan_u64(txn, j->conflicts, after, UINT64_MAX, SIZE_MAX,
                                   container_scan_one, &cs)
@@ -88,22 +90,20 @@ uint64_t feed_count(struct journal *j)
 {
     MDB_txn *txn = journal_rtxn(j);
     MDB_stat st;
-    return txn && mdb_stat(txn, j->conflicts, &st) == 0 ? st.ms_entries : 0;
+    uint64_t n = txn && mdb_stat(txn, j->conflicts, &st) == 0 ? st.ms_entries : 0;
+    journal_rtxn_done(j);
+    return n;
 }
 
 int feed_policy_get(struct journal *j, const char *container, char *stored, size_t cap)
 {
     MDB_txn *txn = journal_rtxn(j);
     MDB_val k = { strlen(container), (void *)container }, v;
-    if (!txn)
-        return -1;
-    int rc = mdb_get(txn, j->policies, &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return 0;
-    if (rc)
-        return -1;
-    snprintf(stored, cap, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
-    return 1;
+    int rc = txn ? mdb_get(txn, j->policies, &k, &v) : -1;
+    if (rc == 0)
+        snprintf(stored, cap, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+    journal_rtxn_done(j);
+    return rc == 0 ? 1 : rc == MDB_NOTFOUND ? 0 : -1;
 }
 
 int feed_policy_put(MDB_txn *txn, struct journal *j, const char *container, const char *policy,

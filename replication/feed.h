@@ -34,8 +34,9 @@ size_t feed_ids_of_key(MDB_txn *txn, struct journal *j, const char *key, size_t 
 /* The key listed for `id` into key (cap bytes); its length, 0 when absent. */
 size_t feed_get(struct journal *j, uint64_t id, char *key, size_t cap);
 /* Calls cb for the listed conflicts of `container` with id > after,
- * ascending; cb returns nonzero to stop. */
-int feed_scan(struct journal *j, const char *container, uint64_t after,
+ * ascending, in txn (the caller's journal_rtxn, which cb may read in);
+ * cb returns nonzero to stop. */
+int feed_scan(MDB_txn *txn, struct journal *j, const char *container, uint64_t after,
               int (*cb)(void *arg, uint64_t id), void *arg);
 /* How many conflicts are listed, all containers. */
 uint64_t feed_count(struct journal *j);

@@ -157,7 +157,9 @@ int handover_mark(MDB_txn *txn, struct journal *j, uint32_t region, struct err *
 uint32_t handover_hub_of(struct journal *j)
 {
     MDB_txn *txn = journal_rtxn(j);
-    return txn ? (uint32_t)journal_get_meta(txn, j, "hub_of") : 0;
+    uint32_t hub = txn ? (uint32_t)journal_get_meta(txn, j, "hub_of") : 0;
+    journal_rtxn_done(j);
+    return hub;
 }
 
 struct snap {
@@ -202,8 +204,10 @@ int handover_snapshot(struct journal *j, uint64_t **out, size_t *n, uint64_t *up
     struct snap s = { 0 };
     *out = NULL;
     *n = 0;
-    if (!txn || mdb_cursor_open(txn, j->cheads, &cur) != 0)
+    if (!txn || mdb_cursor_open(txn, j->cheads, &cur) != 0) {
+        journal_rtxn_done(j);
         return -1;
+    }
     int op = MDB_FIRST;
     while (!s.failed && mdb_cursor_get(cur, &k, &v, op) == 0) {
         struct chead_rec h;
@@ -215,6 +219,7 @@ int handover_snapshot(struct journal *j, uint64_t **out, size_t *n, uint64_t *up
     if (!s.failed)
         journal_scan_u64(txn, j->conflicts, 0, UINT64_MAX, SIZE_MAX, snap_conflict, &s);
     *upto = journal_get_meta(txn, j, "last_crts");
+    journal_rtxn_done(j);
     if (s.failed) {
         free(s.v);
         return -1;

@@ -145,6 +145,12 @@ MDB_txn *journal_rtxn(struct journal *j)
     return j->rtxn;
 }
 
+void journal_rtxn_done(struct journal *j)
+{
+    if (j->rtxn)
+        mdb_txn_reset(j->rtxn);
+}
+
 /* Heads are stored as fixed-size records. */
 struct head_disk {
     uint64_t lsn, hlc, crts;
@@ -175,7 +181,9 @@ int journal_head(struct journal *j, const char *container, const char *id, struc
         memset(out, 0, sizeof *out);
         return -1;
     }
-    return head_get(txn, j, container, id, out);
+    int rc = head_get(txn, j, container, id, out);
+    journal_rtxn_done(j);
+    return rc;
 }
 
 int journal_get_head_txn(MDB_txn *txn, struct journal *j, const char *container, const char *id,
@@ -483,7 +491,9 @@ bool journal_has_write(struct journal *j, uint64_t lsn)
     unsigned char kb[8];
     journal_u64_key(kb, lsn);
     MDB_val k = { 8, kb }, v;
-    return txn && mdb_get(txn, j->writes, &k, &v) == 0;
+    bool found = txn && mdb_get(txn, j->writes, &k, &v) == 0;
+    journal_rtxn_done(j);
+    return found;
 }
 
 static int backlog_first(void *arg, const struct repl_write *w)
@@ -497,8 +507,10 @@ int journal_backlog(struct journal *j, uint64_t *count, uint64_t *oldest_hlc)
     MDB_txn *txn = journal_rtxn(j);
     MDB_stat st;
     *count = *oldest_hlc = 0;
-    if (!txn || mdb_stat(txn, j->writes, &st) != 0)
+    if (!txn || mdb_stat(txn, j->writes, &st) != 0) {
+        journal_rtxn_done(j);
         return -1;
+    }
     *count = st.ms_entries;
     return journal_scan_writes(j, 0, 1, backlog_first, oldest_hlc);
 }
@@ -531,7 +543,9 @@ int journal_scan_writes_txn(MDB_txn *txn, struct journal *j, uint64_t after, siz
 int journal_scan_writes(struct journal *j, uint64_t after, size_t max,
                         int (*cb)(void *arg, const struct repl_write *w), void *arg)
 {
-    return journal_scan_writes_txn(journal_rtxn(j), j, after, max, cb, arg);
+    int rc = journal_scan_writes_txn(journal_rtxn(j), j, after, max, cb, arg);
+    journal_rtxn_done(j);
+    return rc;
 }
 
 struct clog_scan {
@@ -551,7 +565,9 @@ int journal_scan_clog(struct journal *j, uint64_t after, uint64_t upto, size_t m
 {
     MDB_txn *txn = journal_rtxn(j);
     struct clog_scan cs = { cb, arg };
-    return txn ? journal_scan_u64(txn, j->clog, after, upto, max, clog_scan_one, &cs) : -1;
+    int rc = txn ? journal_scan_u64(txn, j->clog, after, upto, max, clog_scan_one, &cs) : -1;
+    journal_rtxn_done(j);
+    return rc;
 }
 
 int journal_scan_clog_back(struct journal *j, uint64_t from, size_t max,
@@ -560,8 +576,10 @@ int journal_scan_clog_back(struct journal *j, uint64_t from, size_t max,
 {
     MDB_txn *txn = journal_rtxn(j);
     MDB_cursor *cur;
-    if (!txn || mdb_cursor_open(txn, j->clog, &cur) != 0)
+    if (!txn || mdb_cursor_open(txn, j->clog, &cur) != 0) {
+        journal_rtxn_done(j);
         return -1;
+    }
     unsigned char kb[8];
     journal_u64_key(kb, from);
     MDB_val k = { 8, kb }, v;
@@ -576,5 +594,6 @@ int journal_scan_clog_back(struct journal *j, uint64_t from, size_t max,
         rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
     }
     mdb_cursor_close(cur);
+    journal_rtxn_done(j);
     return 0;
 }

@@ -53,7 +53,7 @@ struct journal {
     MDB_dbi conflicts, policies;   /* replication/feed.c */
     struct committer *committer;
     bool shared;             /* env and committer belong to the embedded store */
-    MDB_txn *rtxn;           /* the loop's read transaction, reset between uses */
+    MDB_txn *rtxn;           /* the loop's read transaction, reset after each use */
     uint32_t region;
     /* Loop-thread copies of meta, advanced by job completions. */
     uint64_t next_lsn;       /* next LSN to assign */
@@ -74,8 +74,12 @@ int journal_open_in(MDB_env *env, struct committer *c, uint32_t region, struct j
 void journal_close(struct journal *j);
 
 /* The loop's read transaction, renewed per use so it sees the latest commit
- * (NULL when LMDB refuses one). */
+ * (NULL when LMDB refuses one). Every use ends with journal_rtxn_done: a
+ * read transaction left open pins its snapshot, so the committer can reuse
+ * no page freed after it and the file and LMDB's free list grow for as long
+ * as it stays open. */
 MDB_txn *journal_rtxn(struct journal *j);
+void journal_rtxn_done(struct journal *j);
 
 /* Big-endian u64 keys, so that LMDB orders them numerically. */
 void journal_u64_key(unsigned char *p, uint64_t v);

@@ -45,7 +45,8 @@ static struct hub_state state_of(const char *const *ids, size_t n)
     for (uint32_t o = 1; o <= SAT_B; o++)
         s.decided[o] = decided_mark(o);
     s.last_crts = last_crts_meta();
-    cr_assert_eq(feed_scan(hub.j, CONTAINER, 0, feed_one, &s), 0);
+    cr_assert_eq(feed_scan(journal_rtxn(hub.j), hub.j, CONTAINER, 0, feed_one, &s), 0);
+    journal_rtxn_done(hub.j);
     return s;
 }
 
