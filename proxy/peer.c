@@ -412,12 +412,12 @@ static void peer_status(struct repl *r, struct downstream *c)
     struct peer_stream *s;
     TAILQ_FOREACH(s, &r->streams, link)
         streams++;
-    json_t *st = json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:I,s:i}", "region", r->self->name,
+    json_t *st = json_pack("{s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:b,s:I,s:i}", "region", r->self->name,
                            "regionId", (json_int_t)r->self->id, "hub", r->is_hub, "next_lsn",
                            (json_int_t)r->j->next_lsn, "applied_crts",
                            (json_int_t)r->j->applied_crts, "stored_crts",
                            (json_int_t)r->j->stored_crts, "shipped_upto",
-                           (json_int_t)r->ship_after, "hub_last_crts",
+                           (json_int_t)r->ship_after, "shipping", r->ship_inflight, "hub_last_crts",
                            (json_int_t)r->hub_last_crts, "streams", (int)streams);
     /* The topology: its role, which hub it follows, a join's target, and
      * whether a region that stopped being the hub has stopped deciding. */

@@ -513,9 +513,11 @@ class Cluster:
         (status shipped_upto == next_lsn - 1); an aborted write (backend
         non-2xx, or an intent recovery found not applied) takes an LSN that is
         never shipped, so a satellite whose decided mark and LSN have not
-        moved for `stable_for` seconds counts as done too (longer than the
+        moved for `stable_for` seconds, and that has no batch on its way to
+        the hub (status `shipping`), counts as done too (longer than the
         shipper's longest retry backoff, 5 s, so a retrying shipper is not
-        mistaken for a finished one)."""
+        mistaken for a finished one; a batch of resolver conflicts can take
+        longer than that at the hub under a sanitizer)."""
         deadline = time.monotonic() + timeout
         since = {}  # satellite -> (shipped_upto, next_lsn, first seen at)
         while True:
@@ -536,7 +538,8 @@ class Cluster:
                     mark = (s["shipped_upto"], s["next_lsn"])
                     if since.get(r.name, (None,))[0] != mark:
                         since[r.name] = (mark, now)
-                    if s["shipped_upto"] < s["next_lsn"] - 1 and now - since[r.name][1] < stable_for:
+                    if s["shipped_upto"] < s["next_lsn"] - 1 and (
+                            s["shipping"] or now - since[r.name][1] < stable_for):
                         shipped = False
                 if applied and shipped and self.hub_crts() == head:
                     return head
