@@ -32,11 +32,13 @@ static void annotate_read(struct repl *r, struct downstream *c, const struct con
     struct head_rec h;
     char crts[24];
     bool found = journal_head(r->j, ct->name, id, &h) == 0 && h.exists;
-    /* Reading this region's own tentative write puts it in the session. */
-    repl_add_token(r, c, found && h.pending && h.version.region == r->self->id ? h.version.lsn : 0);
+    bool confirmed = found && h.pending == 0 && h.crts != 0;
+    /* Reading this region's own tentative write puts it in the session; so
+     * does reading a confirmed version (its crts). */
+    repl_add_token(r, c, found && h.pending && h.version.region == r->self->id ? h.version.lsn : 0,
+                   confirmed ? h.crts : 0);
     if (!found)
         return;
-    bool confirmed = h.pending == 0 && h.crts != 0;
     downstream_add_header(c, "X-Meridian-Confirmed", confirmed ? "true" : "false");
     if (confirmed) {
         snprintf(crts, sizeof crts, "%llu", (unsigned long long)h.crts);
@@ -176,7 +178,7 @@ void repl_changes(struct repl *r, struct downstream *c, const struct conf_contai
     journal_scan_clog(r->j, since, r->j->applied_crts, SIZE_MAX, changes_one, &cs);
     json_t *body = json_pack("{s:s,s:o,s:I,s:I}", "container", ct->name, "changes", cs.list,
                              "last", (json_int_t)cs.last, "applied", (json_int_t)r->j->applied_crts);
-    repl_add_token(r, c, 0);
+    repl_add_token(r, c, 0, 0);
     repl_reply_json(c, 200, body);
 }
 

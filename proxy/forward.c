@@ -177,7 +177,7 @@ static void serve_read(struct downstream *c)
         return;
     }
     if (!id || id_len >= sizeof doc_id) {
-        repl_add_token(n->repl, c, 0);
+        repl_add_token(n->repl, c, 0, 0);
         forward_backend(c);
         return;
     }

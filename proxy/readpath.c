@@ -169,7 +169,7 @@ static void refuse(struct read_route *rr, const char *why)
     enum consistency level = rr->level;
     count_rr(rr, SERVED_REFUSED);
     route_free(rr);
-    repl_add_token(r, c, 0);
+    repl_add_token(r, c, 0, 0);
     char text[300];
     if (!session) {
         snprintf(text, sizeof text, "%s: this read needs the hub (%s), which could not be reached",
@@ -439,7 +439,7 @@ static bool backlog_refused(struct read_route *rr)
              "(oldest %llu ms); the bound is %llu versions and %u s",
              (unsigned long long)backlog, (unsigned long long)age,
              (unsigned long long)r->node->conf->max_lag_versions, r->node->conf->max_lag_seconds);
-    repl_add_token(r, c, 0);
+    repl_add_token(r, c, 0, 0);
     downstream_add_header(c, "Retry-After", "1");
     downstream_reply_error(c, 429, "staleness_bound", why);
     return true;

@@ -368,8 +368,10 @@ void repl_note_applied(struct repl *r, const struct clog_entry *e);
 /* Answers with the JSON text of `j` (released). */
 void repl_reply_json(struct downstream *c, int status, json_t *j);
 /* Adds X-Session-Token to a read's answer: the request's token merged with
- * this region's progress (and own tentative write `lsn`, if not 0). */
-void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn);
+ * this region's progress (and own tentative write `lsn`, if not 0), its
+ * confirmed position at least `crts` (the confirmed document the answer
+ * shows, 0 for none). */
+void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn, uint64_t crts);
 
 /* Counts the entries stored and not applied, once (start, role changes). */
 void repl_count_unapplied(struct repl *r);
@@ -383,8 +385,12 @@ int repl_request_token(const struct hdr_block *req, struct session_token *t,
                        struct err *err) MUST_CHECK;
 
 /* Session token of an answer: the request's token merged with this region's
- * progress and, for a write, its version. */
-int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
-                       struct err *err) MUST_CHECK;
+ * progress and, for a write, its version; its confirmed position at least
+ * `crts`. A document the applier has just committed is readable before its
+ * completion moves this region's applied position, so a read's token names
+ * the crts of what it returned, not only that position: else another region
+ * could serve an older version to the same session. */
+int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, uint64_t crts,
+                       char *out, struct err *err) MUST_CHECK;
 
 #endif

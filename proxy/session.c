@@ -21,10 +21,12 @@ int repl_request_token(const struct hdr_block *req, struct session_token *t, str
     return h ? session_token_parse(h, n, t, err) : 0;
 }
 
-int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, char *out,
-                       struct err *err)
+int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn, uint64_t crts,
+                       char *out, struct err *err)
 {
-    struct session_token t, mine = { .topology = r->topology, .confirmed = r->j->applied_crts };
+    struct session_token t, mine = { .topology = r->topology,
+                                     .confirmed = crts > r->j->applied_crts ? crts
+                                                                             : r->j->applied_crts };
     if (repl_request_token(req, &t, err) < 0)
         return -1;
     if (lsn)
@@ -34,11 +36,11 @@ int repl_session_token(struct repl *r, const struct hdr_block *req, uint64_t lsn
     return 0;
 }
 
-void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn)
+void repl_add_token(struct repl *r, struct downstream *c, uint64_t lsn, uint64_t crts)
 {
     char token[SESSION_TOKEN_TEXT_MAX];
     struct err err;
-    if (repl_session_token(r, &downstream_request(c)->head, lsn, token, &err) == 0)
+    if (repl_session_token(r, &downstream_request(c)->head, lsn, crts, token, &err) == 0)
         downstream_add_header(c, "X-Session-Token", token);
 }
 

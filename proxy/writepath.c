@@ -221,7 +221,7 @@ static void wp_answer(struct write_op *w, const struct backend_answer *a)
     struct downstream *c = w->c;
     version_format(repl_write_version(&w->w), v);
     downstream_add_header(c, "X-Meridian-Version", v);
-    if (repl_session_token(w->r, &downstream_request(c)->head, w->w.lsn, tok, &e) == 0)
+    if (repl_session_token(w->r, &downstream_request(c)->head, w->w.lsn, 0, tok, &e) == 0)
         downstream_add_header(c, "X-Session-Token", tok);
     if (!a->etag) {
         snprintf(etag, sizeof etag, "\"%s\"", v);
@@ -544,7 +544,7 @@ void writepath_start(struct downstream *c, const struct conf_container *ct)
     }
     *w = (struct write_op){ .r = n->repl, .c = c, .ct = ct, .method = req->method };
     const char *bad = NULL;
-    if (repl_session_token(w->r, &req->head, 0, tok, &e) < 0)
+    if (repl_session_token(w->r, &req->head, 0, 0, tok, &e) < 0)
         bad = e.msg;
     if (!bad && w->method != HTTP_DELETE)
         bad = wp_parse_body(w, req, why, sizeof why);
