@@ -260,13 +260,9 @@ static void feed_list(struct repl *r, struct downstream *c, const struct conf_co
 static void feed_one(struct repl *r, struct downstream *c, const struct conf_container *ct,
                      uint64_t id)
 {
-    char key[512];
-    json_t *j = NULL;
-    if (feed_get(r->j, id, key, sizeof key)) {
-        MDB_txn *txn = journal_rtxn(r->j);
-        j = txn ? conflict_json(r, txn, ct->name, id) : NULL;
-        journal_rtxn_done(r->j);
-    }
+    MDB_txn *txn = journal_rtxn(r->j);
+    json_t *j = txn && feed_listed(txn, r->j, id) ? conflict_json(r, txn, ct->name, id) : NULL;
+    journal_rtxn_done(r->j);
     if (!j) {
         char why[200];
         snprintf(why, sizeof why, "container '%s' has no conflict %llu in its feed", ct->name,

@@ -47,19 +47,12 @@ size_t feed_ids_of_key(MDB_txn *txn, struct journal *j, const char *key, size_t 
     return ks.n;
 }
 
-size_t feed_get(struct journal *j, uint64_t id, char *key, size_t cap)
+bool feed_listed(MDB_txn *txn, struct journal *j, uint64_t id)
 {
-    MDB_txn *txn = journal_rtxn(j);
     unsigned char kb[8];
     journal_u64_key(kb, id);
     MDB_val k = { 8, kb }, v;
-    size_t n = 0;
-    if (txn && mdb_get(txn, j->conflicts, &k, &v) == 0 && v.mv_size <= cap) {
-        memcpy(key, v.mv_data, v.mv_size);
-        n = v.mv_size;
-    }
-    journal_rtxn_done(j);
-    return n;
+    return mdb_get(txn, j->conflicts, &k, &v) == 0;
 }
 
 struct container_scan {

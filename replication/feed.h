@@ -31,8 +31,8 @@ size_t feed_ids_of_key(MDB_txn *txn, struct journal *j, const char *key, size_t 
                        uint64_t *ids, size_t max);
 
 /* --- reads on the loop thread ------------------------------------------- */
-/* The key listed for `id` into key (cap bytes); its length, 0 when absent. */
-size_t feed_get(struct journal *j, uint64_t id, char *key, size_t cap);
+/* Whether conflict `id` is listed (in txn, the caller's journal_rtxn). */
+bool feed_listed(MDB_txn *txn, struct journal *j, uint64_t id);
 /* Calls cb for the listed conflicts of `container` with id > after,
  * ascending, in txn (the caller's journal_rtxn, which cb may read in);
  * cb returns nonzero to stop. */
