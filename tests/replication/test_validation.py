@@ -248,7 +248,10 @@ def test_hub_decides_a_full_batch_and_rejects_a_late_bad_frame_alone(make_cluste
     ans = ship(base + 1001, 300, bad_at=200)
     assert [x["frame"] for x in ans["rejected"]] == [200], ans
     assert ans["decided_upto"] == base + 1200 and ans["decided"] == 200, ans
-    cluster.wait_applied()
+    # 1,200 entries to apply in every region: 12-16 s on the ASan build of a
+    # loaded 2-core box (measured: steady progress, no stall), so more than
+    # wait_applied's default 15 s.
+    cluster.wait_applied(timeout=60)
     for r in cluster.regions:
         ids = {c["id"] for c in r.all_changes()[0] if c["id"].startswith(tag)}
         assert ids == {"%s-%d" % (tag, base + i) for i in range(1, 1201)}, (r.name, len(ids))
